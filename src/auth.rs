@@ -1,0 +1,87 @@
+//! Token checking and (in dev mode) minting. A request or connection acts only as its token's
+//! `sub` (I8); nothing in a body can change that.
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::protocol::{unix_ms, UserId};
+
+/// Lifetime of dev-mode tokens.
+pub const DEV_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+}
+
+/// HS256 keys plus the validation rules.
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Auth {
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // `exp` is optional in the contract, but checked when present.
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        validation.leeway = 5;
+        Auth {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    /// The user a token speaks for.
+    pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
+        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            let why = match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "the token's signature is not valid",
+                _ => "the token is malformed or not an HS256 JWT",
+            };
+            ApiError::Unauthorized(why.into())
+        })?;
+        UserId::parse(&data.claims.sub)
+            .map_err(|e| ApiError::Unauthorized(format!("the token's subject is not a valid user id: {e}")))
+    }
+
+    /// A token for `user`, valid for `ttl_secs`.
+    pub fn mint(&self, user: &UserId, ttl_secs: u64) -> Result<String, ApiError> {
+        let claims = Claims { sub: user.to_string(), exp: Some(unix_ms() / 1000 + ttl_secs) };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| ApiError::Unavailable("could not sign a token".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_foreign_ones_fail() {
+        let a = Auth::new("secret-one-secret-one");
+        let b = Auth::new("secret-two-secret-two");
+        let alice = UserId::parse("alice").unwrap();
+        let t = a.mint(&alice, 60).unwrap();
+        assert_eq!(a.verify(&t).unwrap(), alice);
+        assert!(matches!(b.verify(&t), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(a.verify("garbage"), Err(ApiError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn expired_tokens_fail() {
+        let a = Auth::new("secret-one-secret-one");
+        let claims = Claims { sub: "alice".into(), exp: Some(unix_ms() / 1000 - 3600) };
+        let t = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret-one-secret-one"))
+            .unwrap();
+        let err = a.verify(&t).unwrap_err();
+        assert!(err.to_string().contains("expired"));
+    }
+}

@@ -1,0 +1,352 @@
+//! Configuration: command-line flags, `MATCHD_*` environment variables and an optional TOML file.
+//! Precedence is file < environment < flag. `Config::validate` runs before anything binds, so a bad
+//! value stops the process with one clear line instead of a half-started server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const ENV_LISTEN: &str = "MATCHD_LISTEN";
+pub const ENV_REDIS: &str = "MATCHD_REDIS";
+pub const ENV_JWT_SECRET: &str = "MATCHD_JWT_SECRET";
+pub const ENV_NODE_ID: &str = "MATCHD_NODE_ID";
+pub const ENV_CONFIG: &str = "MATCHD_CONFIG";
+pub const ENV_SHARDS: &str = "MATCHD_SHARDS";
+pub const ENV_WORKERS: &str = "MATCHD_WORKERS";
+pub const ENV_LOG_FORMAT: &str = "MATCHD_LOG_FORMAT";
+
+/// The secret dev mode signs tokens with; printed in the start-up warning.
+pub const DEV_SECRET: &str = "dev-secret";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Command line (and environment) of `matchd`.
+#[derive(Debug, Parser, Default)]
+#[command(name = "matchd", version, about = "Real-time matching server: mutual swipes, spin queues and rooms over WebSocket and SSE.")]
+pub struct Cli {
+    /// HTTP/WebSocket/SSE listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = ENV_LISTEN)]
+    pub listen: Option<String>,
+    /// Redis URL for persistence and clustering; none = embedded in-memory single node (not durable)
+    #[arg(long, env = ENV_REDIS)]
+    pub redis: Option<String>,
+    /// HS256 secret for tokens; none = dev mode (secret "dev-secret", /v1/dev/token enabled)
+    #[arg(long, env = ENV_JWT_SECRET, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// This node's name in a cluster [default: random]
+    #[arg(long, env = ENV_NODE_ID)]
+    pub node_id: Option<String>,
+    /// TOML file with the same keys plus every tunable (see README "Configuration")
+    #[arg(long, env = ENV_CONFIG)]
+    pub config: Option<PathBuf>,
+    /// Number of shard actors (each on its own thread) [default: number of cores]
+    #[arg(long, env = ENV_SHARDS)]
+    pub shards: Option<usize>,
+    /// Number of HTTP worker threads [default: number of cores]
+    #[arg(long, env = ENV_WORKERS)]
+    pub workers: Option<usize>,
+    /// Log format: "pretty" or "json" [default: pretty]
+    #[arg(long, env = ENV_LOG_FORMAT)]
+    pub log_format: Option<String>,
+}
+
+/// Every limit the server enforces. All are in the `[limits]` table of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest HTTP request body, in bytes (413 `payload_too_large` above it).
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame a client may send, in bytes (the connection closes with 1009 above it).
+    pub max_frame_bytes: usize,
+    /// Open event streams (WebSocket + SSE) per user on one node (409 `conflict` above it).
+    pub max_connections_per_user: usize,
+    /// Sustained actions per second per user (429 `rate_limited` above it).
+    pub actions_per_second: f64,
+    /// Actions a user may burst above the sustained rate.
+    pub action_burst: u32,
+    /// Events kept per user for resume; older ones are dropped (a resume past them says `gap`).
+    pub event_log_capacity: usize,
+    /// Events queued for one connection before it counts as a slow consumer and is closed.
+    pub outbox_capacity: usize,
+    /// Idempotency keys remembered per user per target.
+    pub swipe_ids_per_pair: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024,
+            max_frame_bytes: 64 * 1024,
+            max_connections_per_user: 16,
+            actions_per_second: 50.0,
+            action_burst: 200,
+            event_log_capacity: 1000,
+            outbox_capacity: 256,
+            swipe_ids_per_pair: 16,
+        }
+    }
+}
+
+/// Timers, in milliseconds. In the `[timeouts]` table of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// How often the server pings an idle WebSocket.
+    pub heartbeat_interval_ms: u64,
+    /// A WebSocket silent for this long (no pong, no frame) is closed.
+    pub client_timeout_ms: u64,
+    /// How often an SSE stream gets a keep-alive comment.
+    pub sse_keepalive_ms: u64,
+    /// How long an action may wait for its shard before answering 503.
+    pub action_timeout_ms: u64,
+    /// How long shutdown waits for in-flight work and connections to drain.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            heartbeat_interval_ms: 10_000,
+            client_timeout_ms: 30_000,
+            sse_keepalive_ms: 15_000,
+            action_timeout_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// The config file's shape: the flags' keys (snake_case) plus the tunable tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    redis: Option<String>,
+    jwt_secret: Option<String>,
+    node_id: Option<String>,
+    shards: Option<usize>,
+    workers: Option<usize>,
+    log_format: Option<String>,
+    limits: Limits,
+    timeouts: Timeouts,
+}
+
+/// Log output style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub redis: Option<String>,
+    /// `None` means dev mode.
+    pub jwt_secret: Option<String>,
+    pub node_id: String,
+    pub shards: usize,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+/// A configuration problem, reported as one line before exit.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+impl Default for Config {
+    /// The embedded default: in-memory, dev auth, an ephemeral-free fixed address.
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            redis: None,
+            jwt_secret: None,
+            node_id: format!("node-{}", &crate::protocol::ids::random_suffix()[..8]),
+            shards: cores(),
+            workers: cores(),
+            log_format: LogFormat::Pretty,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses the process's flags and environment, reads the config file if one is named, and validates.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::from_cli(Cli::parse())
+    }
+
+    /// Builds a config from already-parsed flags (tests use `Cli::try_parse_from`).
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Parses a config file's text (without flags), for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file = toml::from_str::<FileConfig>(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<inline>"), message: e.message().to_string() })?;
+        Self::merge(Cli::default(), file)
+    }
+
+    fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let listen_text = cli.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            message: format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
+        })?;
+        let log_format = match cli.log_format.or(file.log_format).as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    message: format!("{other:?} is not \"pretty\" or \"json\""),
+                })
+            }
+        };
+        let config = Config {
+            listen,
+            redis: cli.redis.or(file.redis).filter(|s| !s.is_empty()),
+            jwt_secret: cli.jwt_secret.or(file.jwt_secret).filter(|s| !s.is_empty()),
+            node_id: cli.node_id.or(file.node_id).unwrap_or(defaults.node_id),
+            shards: cli.shards.or(file.shards).unwrap_or(defaults.shards),
+            workers: cli.workers.or(file.workers).unwrap_or(defaults.workers),
+            log_format,
+            limits: file.limits,
+            timeouts: file.timeouts,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value for sense; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, message: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid { key, message: message.to_string() })
+        }
+        if crate::protocol::ids::UserId::parse(&self.node_id).is_err() {
+            return bad("node_id", "must be 1..64 characters of [A-Za-z0-9_.-]");
+        }
+        if self.shards == 0 || self.shards > 1024 {
+            return bad("shards", "must be between 1 and 1024");
+        }
+        if self.workers == 0 || self.workers > 1024 {
+            return bad("workers", "must be between 1 and 1024");
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < 16 {
+                return bad("jwt_secret", "must be at least 16 bytes");
+            }
+        }
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                return bad("redis", "must be a redis://, rediss:// or unix:// URL");
+            }
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 256 {
+            return bad("limits.max_body_bytes", "must be at least 256");
+        }
+        if l.max_frame_bytes < 256 {
+            return bad("limits.max_frame_bytes", "must be at least 256");
+        }
+        if l.max_connections_per_user == 0 {
+            return bad("limits.max_connections_per_user", "must be at least 1");
+        }
+        if !(l.actions_per_second > 0.0 && l.actions_per_second.is_finite()) {
+            return bad("limits.actions_per_second", "must be a positive number");
+        }
+        if l.action_burst == 0 {
+            return bad("limits.action_burst", "must be at least 1");
+        }
+        if l.event_log_capacity == 0 || l.outbox_capacity < 2 || l.swipe_ids_per_pair == 0 {
+            return bad("limits", "event_log_capacity, swipe_ids_per_pair >= 1 and outbox_capacity >= 2");
+        }
+        let t = &self.timeouts;
+        if t.heartbeat_interval_ms == 0 || t.client_timeout_ms <= t.heartbeat_interval_ms {
+            return bad("timeouts.client_timeout_ms", "must be greater than heartbeat_interval_ms (> 0)");
+        }
+        if t.sse_keepalive_ms == 0 || t.action_timeout_ms == 0 {
+            return bad("timeouts", "sse_keepalive_ms and action_timeout_ms must be > 0");
+        }
+        Ok(())
+    }
+
+    /// Dev mode: no secret configured, so tokens are signed with `DEV_SECRET` and can be minted freely.
+    pub fn dev_mode(&self) -> bool {
+        self.jwt_secret.is_none()
+    }
+
+    pub fn secret(&self) -> &str {
+        self.jwt_secret.as_deref().unwrap_or(DEV_SECRET)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.timeouts.heartbeat_interval_ms)
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.client_timeout_ms)
+    }
+
+    pub fn action_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.action_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nshards = 3\n[limits]\nmax_body_bytes = 1000\n").unwrap();
+        let cli = Cli::try_parse_from(["matchd", "--config", path.to_str().unwrap(), "--shards", "5"]).unwrap();
+        let c = Config::from_cli(cli).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.shards, 5);
+        assert_eq!(c.limits.max_body_bytes, 1000);
+        assert!(c.dev_mode());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::from_toml("listen = \"nope\"").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = Config::from_toml("[limits]\nmax_connections_per_user = 0").unwrap_err().to_string();
+        assert!(e.contains("max_connections_per_user"), "{e}");
+        let e = Config::from_toml("bogus = 1").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::from_toml("jwt_secret = \"short\"").unwrap_err().to_string();
+        assert!(e.contains("jwt_secret"), "{e}");
+    }
+}

@@ -1,0 +1,120 @@
+//! The one error type at the edge. Each variant maps to exactly one `(status, code)` pair of the
+//! contract, and is written as `{"error":{"code","message"}}` over HTTP or as an `error` frame over
+//! WebSocket. Internal details are logged, never sent.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An action's failure, as the client sees it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    InvalidUser(String),
+    #[error("you cannot swipe on yourself")]
+    SelfSwipe,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// `{"error":{"code":..,"message":..}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorInner<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorInner<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The contract's snake_case code.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::InvalidUser(_) => (StatusCode::BAD_REQUEST, "invalid_user"),
+            ApiError::SelfSwipe => (StatusCode::BAD_REQUEST, "self_swipe"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+
+    /// The server is shutting down or an actor is gone: nothing was changed.
+    pub fn shutting_down() -> ApiError {
+        ApiError::Unavailable("the server is shutting down; nothing was changed, retry on another node".into())
+    }
+
+    /// The JSON body, also used for WebSocket error frames.
+    pub fn body_json(&self) -> String {
+        let body = ErrorBody { error: ErrorInner { code: self.code(), message: self.to_string() } };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(_: actix::MailboxError) -> Self {
+        ApiError::shutting_down()
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        crate::metrics::count_error(self.code());
+        let mut res = HttpResponse::build(self.status_code());
+        res.content_type("application/json");
+        match self {
+            ApiError::RateLimited(secs) => {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            ApiError::Unavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        res.body(self.body_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_follow_the_contract() {
+        assert_eq!(
+            ApiError::SelfSwipe.body_json(),
+            r#"{"error":{"code":"self_swipe","message":"you cannot swipe on yourself"}}"#
+        );
+        assert_eq!(ApiError::RateLimited(2).status_code(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(ApiError::PayloadTooLarge(10).code(), "payload_too_large");
+    }
+}

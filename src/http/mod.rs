@@ -1,0 +1,81 @@
+//! The HTTP surface: the whole route table in `configure`, plus the extractor settings that make
+//! malformed input answer with the contract's JSON errors instead of actix's plain-text defaults.
+
+pub mod actions;
+pub mod auth;
+pub mod ops;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{web, HttpRequest};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// Query string of the stream endpoints.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    /// Resume after this event id.
+    pub since: Option<u64>,
+    /// A token, for clients that cannot set headers (browsers' WebSocket and EventSource).
+    pub token: Option<String>,
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest, limit: usize) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge(limit)
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::BadRequest("the body must be JSON with Content-Type: application/json".into())
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            // Data errors from our validated id types say which field and why.
+            let msg = e.to_string();
+            if msg.contains("invalid UserId") {
+                ApiError::InvalidUser(msg)
+            } else {
+                ApiError::BadRequest(msg)
+            }
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
+        other => ApiError::BadRequest(other.to_string()),
+    };
+    api.into()
+}
+
+fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(format!("no such resource: {err}")).into()
+}
+
+fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid query string: {err}")).into()
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+}
+
+/// Registers every route and extractor setting. `node` provides the limits.
+pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = node.config.limits.max_body_bytes;
+        cfg.app_data(web::JsonConfig::default().limit(limit).error_handler(move |e, r| json_error(e, r, limit)))
+            .app_data(web::PayloadConfig::default().limit(limit))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz))
+            .route("/metrics", web::get().to(ops::metrics))
+            .service(
+                web::scope("/v1")
+                    .route("/swipes", web::post().to(actions::swipe))
+                    .route("/matches", web::get().to(actions::list_matches))
+                    .route("/matches/{match_id}", web::delete().to(actions::unmatch))
+                    .route("/dev/token", web::post().to(actions::dev_token))
+                    .route("/ws", web::get().to(crate::transport::ws::upgrade))
+                    .route("/events", web::get().to(crate::transport::sse::events)),
+            )
+            .default_service(web::to(not_found));
+    }
+}

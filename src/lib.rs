@@ -1,0 +1,118 @@
+//! matchd: a real-time matching server.
+//!
+//! # Layout
+//! - [`config`]: flags, environment and config file, validated before anything binds.
+//! - [`protocol`]: wire types of the public contract (no I/O).
+//! - [`coord`]: pair slots and the `PairShard` actors that decide swipes, matches and unmatches.
+//! - [`session`]: per-user event logs and fan-out (`UserShard`), resume, the user's match index.
+//! - [`transport`]: WebSocket and SSE session actors (framing, heartbeats, outboxes).
+//! - [`http`]: the route table, extractors and handlers.
+//! - [`node`]: the handles every part needs and the actions shared by HTTP and WebSocket.
+//! - [`auth`], [`limiter`], [`error`], [`metrics`], [`telemetry`], [`shutdown`].
+//!
+//! [`start`] runs a server inside the current actix system; the binary, the tests and the benches
+//! all start it the same way.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod auth;
+pub mod config;
+pub mod coord;
+pub mod error;
+pub mod http;
+pub mod limiter;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod session;
+pub mod shutdown;
+pub mod telemetry;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+
+pub use config::Config;
+pub use node::Node;
+
+use crate::session::messages::CloseAll;
+use crate::session::CloseReason;
+
+/// A started server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    pub node: Node,
+    handle: actix_web::dev::ServerHandle,
+    /// Resolves when the HTTP server has stopped.
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Graceful stop: stop accepting, tell every connection to reconnect elsewhere (close code
+    /// 1012), let in-flight requests finish within the grace period, then stop the shards.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_millis(self.node.config.timeouts.shutdown_grace_ms);
+        let drain = async {
+            let stop = self.handle.stop(true);
+            for shard in self.node.users.all() {
+                let _ = shard.send(CloseAll { reason: CloseReason::ShuttingDown }).await;
+            }
+            stop.await;
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period ran out; stopping anyway");
+            self.handle.stop(false).await;
+        }
+        let _ = self.server.await;
+    }
+
+    /// Immediate stop, for tests that simulate a crash of the HTTP layer.
+    pub async fn abort(self) {
+        self.handle.stop(false).await;
+        let _ = self.server.await;
+    }
+}
+
+/// Binds `config.listen` and starts serving. Must be called inside an actix system (the binary's
+/// `#[actix_web::main]`, or `#[actix_rt::test]`).
+pub async fn start(config: Config) -> std::io::Result<Running> {
+    let listener = std::net::TcpListener::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let workers = config.workers;
+    let grace_secs = config.timeouts.shutdown_grace_ms.div_ceil(1000);
+    if config.dev_mode() {
+        tracing::warn!(secret = config::DEV_SECRET, "dev mode: no --jwt-secret, tokens are signed with the dev secret and POST /v1/dev/token is open");
+    }
+    if config.redis.is_none() {
+        tracing::warn!("no --redis: state lives in memory on this single node and is lost when it stops");
+    }
+    let node = Node::start(config);
+    let app_node = node.clone();
+    let server = HttpServer::new(move || {
+        let node = app_node.clone();
+        App::new().app_data(web::Data::new(node.clone())).configure(http::configure(&node))
+    })
+    .workers(workers)
+    .backlog(4096)
+    .max_connection_rate(1024)
+    .disable_signals()
+    .shutdown_timeout(grace_secs)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let server = tokio::spawn(server);
+    tracing::info!(%addr, node = %node.node_id, "matchd listening");
+    Ok(Running { addr, node, handle, server })
+}

@@ -1,0 +1,32 @@
+//! The `matchd` binary: load config, set up logging, run until SIGINT/SIGTERM, drain.
+
+use std::process::ExitCode;
+
+/// `EX_USAGE` from sysexits: the configuration was wrong.
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = match matchd::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("matchd: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    matchd::telemetry::init(config.log_format);
+    let system = actix_rt::System::new();
+    let result = system.block_on(async move {
+        let running = matchd::start(config).await?;
+        matchd::shutdown::signal().await;
+        tracing::info!("shutdown requested; draining");
+        running.shutdown().await;
+        Ok::<(), std::io::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("matchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

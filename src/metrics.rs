@@ -1,0 +1,118 @@
+//! Every Prometheus metric in one place, named `matchd_<noun>_<unit>`. One process-wide registry
+//! (servers started side by side in one test process share it, so tests check that values move,
+//! not their absolute level).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The handles to every metric.
+pub struct Metrics {
+    registry: Registry,
+    /// Open event streams, by transport (`ws`, `sse`).
+    pub connections: IntGaugeVec,
+    /// Users with at least one open stream on this node.
+    pub connected_users: IntGauge,
+    /// Events written to a connection.
+    pub events_delivered: IntCounter,
+    /// From an event's creation to its write on a connection.
+    pub delivery_seconds: HistogramVec,
+    /// Connections closed because they could not keep up.
+    pub slow_consumers: IntCounter,
+    /// Swipes by outcome (`pending`, `matched`, `passed`, `replayed`).
+    pub swipes: IntCounterVec,
+    /// Matches created.
+    pub matches: IntCounter,
+    /// Matches ended by `DELETE /v1/matches/{id}`.
+    pub unmatches: IntCounter,
+    /// Errors answered, by contract code.
+    pub errors: IntCounterVec,
+    /// Actions handled, by name and transport, with their latency.
+    pub action_seconds: HistogramVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    // 50 µs .. ~1.6 s
+    exponential_buckets(0.00005, 2.0, 16).unwrap_or_default()
+}
+
+impl Metrics {
+    fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let m = Metrics {
+            connections: IntGaugeVec::new(
+                Opts::new("matchd_connections", "Open event streams by transport"),
+                &["transport"],
+            )?,
+            connected_users: IntGauge::new("matchd_connected_users", "Users with an open stream on this node")?,
+            events_delivered: IntCounter::new("matchd_events_delivered_total", "Events written to connections")?,
+            delivery_seconds: HistogramVec::new(
+                HistogramOpts::new("matchd_event_delivery_seconds", "Event creation to write on a connection")
+                    .buckets(latency_buckets()),
+                &["transport"],
+            )?,
+            slow_consumers: IntCounter::new(
+                "matchd_slow_consumers_closed_total",
+                "Connections closed because their outbox was full",
+            )?,
+            swipes: IntCounterVec::new(Opts::new("matchd_swipes_total", "Swipes by outcome"), &["outcome"])?,
+            matches: IntCounter::new("matchd_matches_total", "Matches created")?,
+            unmatches: IntCounter::new("matchd_unmatches_total", "Matches ended by unmatch")?,
+            errors: IntCounterVec::new(Opts::new("matchd_errors_total", "Errors answered by code"), &["code"])?,
+            action_seconds: HistogramVec::new(
+                HistogramOpts::new("matchd_action_seconds", "Action latency by action and transport")
+                    .buckets(latency_buckets()),
+                &["action", "transport"],
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.connections.clone()))?;
+        m.registry.register(Box::new(m.connected_users.clone()))?;
+        m.registry.register(Box::new(m.events_delivered.clone()))?;
+        m.registry.register(Box::new(m.delivery_seconds.clone()))?;
+        m.registry.register(Box::new(m.slow_consumers.clone()))?;
+        m.registry.register(Box::new(m.swipes.clone()))?;
+        m.registry.register(Box::new(m.matches.clone()))?;
+        m.registry.register(Box::new(m.unmatches.clone()))?;
+        m.registry.register(Box::new(m.errors.clone()))?;
+        m.registry.register(Box::new(m.action_seconds.clone()))?;
+        Ok(m)
+    }
+
+    /// The text exposition format for `GET /metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics. Construction only fails on a duplicate or malformed metric name, which
+/// is a programming error caught by the first test that touches metrics.
+pub static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| Metrics::new().unwrap_or_else(|e| panic!("metric definitions are invalid: {e}")));
+
+/// Counts an error answered with contract code `code`.
+pub fn count_error(code: &str) {
+    METRICS.errors.with_label_values(&[code]).inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_with_their_names() {
+        METRICS.matches.inc();
+        count_error("bad_request");
+        let text = METRICS.render();
+        assert!(text.contains("matchd_matches_total"));
+        assert!(text.contains("matchd_errors_total{code=\"bad_request\"}"));
+    }
+}

@@ -1,0 +1,102 @@
+//! Messages between user shards and session actors.
+
+use std::sync::Arc;
+
+use actix::{Message, Recipient};
+
+use crate::error::ApiError;
+use crate::protocol::{Event, EventKind, Match, MatchId, UserId};
+
+/// Why the server closes a connection. The close code tells the client whether to reconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client did not read fast enough and its outbox filled up. Reconnect and resume.
+    SlowConsumer,
+    /// The server is shutting down. Reconnect (to another node) and resume.
+    ShuttingDown,
+}
+
+impl CloseReason {
+    /// WebSocket close code: 4000-4099 means "reconnect and resume", 1012 "service restart".
+    pub fn ws_code(self) -> u16 {
+        match self {
+            CloseReason::SlowConsumer => 4008,
+            CloseReason::ShuttingDown => 1012,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Something for one connection to write.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum Deliver {
+    /// The first message a connection gets: its `hello`, then the events it missed.
+    Resume { hello: Event, missed: Vec<Arc<Event>> },
+    /// A live event.
+    Event(Arc<Event>),
+    /// Close the connection.
+    Close(CloseReason),
+}
+
+/// A connection as its user shard knows it.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// Unique per process, so a connection can unsubscribe itself and only itself.
+    pub id: u64,
+    pub recipient: Recipient<Deliver>,
+}
+
+/// A change to the user's index of active matches, made together with the event that reports it.
+#[derive(Debug, Clone)]
+pub enum IndexChange {
+    None,
+    AddMatch(Match),
+    RemoveMatch(MatchId),
+}
+
+/// Append an event to `user`'s stream and deliver it to the user's connections.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub user: UserId,
+    pub kind: EventKind,
+    pub change: IndexChange,
+}
+
+/// Open a stream for `user`, resuming after `since` when given.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct Subscribe {
+    pub user: UserId,
+    pub session: SessionHandle,
+    pub since: Option<u64>,
+}
+
+/// The connection `session_id` of `user` is gone.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub user: UserId,
+    pub session_id: u64,
+}
+
+/// The user's active matches.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Match>")]
+pub struct ListMatches {
+    pub user: UserId,
+}
+
+/// Ask every connection on this shard to close (shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct CloseAll {
+    pub reason: CloseReason,
+}

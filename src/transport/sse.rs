@@ -1,0 +1,140 @@
+//! `SseSession`: one actor per Server-Sent Events stream. It writes into a bounded channel that
+//! is the HTTP response body; a full channel means the client is not reading, so the stream is
+//! closed (the client reconnects with `Last-Event-ID` and resumes).
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::stream;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::node::Node;
+use crate::protocol::{Event, UserId};
+use crate::session::messages::{Subscribe, Unsubscribe};
+use crate::session::{Deliver, SessionHandle};
+
+pub struct SseSession {
+    node: Node,
+    user: UserId,
+    id: u64,
+    /// The response body. Dropping it (when this actor stops) ends the HTTP response.
+    body: mpsc::Sender<Bytes>,
+}
+
+impl SseSession {
+    /// Queues bytes for the client; stops the session if the client is gone or not reading.
+    fn push(&mut self, bytes: Bytes, ctx: &mut Context<Self>) -> bool {
+        match self.body.try_send(bytes) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                METRICS.slow_consumers.inc();
+                ctx.stop();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                ctx.stop();
+                false
+            }
+        }
+    }
+
+    fn push_event(&mut self, event: &Event, ctx: &mut Context<Self>) {
+        if self.push(event.to_sse(), ctx) {
+            METRICS.events_delivered.inc();
+            METRICS.delivery_seconds.with_label_values(&["sse"]).observe(event.created.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Actor for SseSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        METRICS.connections.with_label_values(&["sse"]).inc();
+        let every = std::time::Duration::from_millis(self.node.config.timeouts.sse_keepalive_ms);
+        ctx.run_interval(every, |act, ctx| {
+            act.push(Bytes::from_static(b": keep-alive\n\n"), ctx);
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        METRICS.connections.with_label_values(&["sse"]).dec();
+        self.node.users.for_user(&self.user).do_send(Unsubscribe { user: self.user.clone(), session_id: self.id });
+    }
+}
+
+impl Handler<Deliver> for SseSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        match msg {
+            Deliver::Resume { hello, missed } => {
+                // One chunk, so a long replay does not count against the outbox.
+                let mut buf = hello.to_sse().to_vec();
+                for e in &missed {
+                    buf.extend_from_slice(&e.to_sse());
+                }
+                if self.push(Bytes::from(buf), ctx) {
+                    METRICS.events_delivered.inc_by(missed.len() as u64 + 1);
+                }
+            }
+            Deliver::Event(e) => self.push_event(&e, ctx),
+            Deliver::Close(_) => ctx.stop(),
+        }
+    }
+}
+
+/// The resume point of an SSE request: the `Last-Event-ID` header, else `?since=`.
+fn resume_point(req: &HttpRequest, query_since: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match req.headers().get("last-event-id") {
+        Some(v) => {
+            let text = v.to_str().map_err(|_| ApiError::BadRequest("Last-Event-ID is not text".into()))?;
+            if text.trim().is_empty() {
+                return Ok(query_since);
+            }
+            text.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be an event id (an integer)".into()))
+        }
+        None => Ok(query_since),
+    }
+}
+
+/// `GET /v1/events`.
+pub async fn events(
+    req: HttpRequest,
+    node: web::Data<Node>,
+    user: crate::http::auth::StreamUser,
+    query: web::Query<crate::http::StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let since = resume_point(&req, query.since)?;
+    let node: Node = node.get_ref().clone();
+    let outbox = node.config.limits.outbox_capacity;
+    let (tx, rx) = mpsc::channel::<Bytes>(outbox);
+    let id = node.next_session_id();
+    let user = user.0;
+    let session = SseSession::create({
+        let (node, user) = (node.clone(), user.clone());
+        move |ctx| {
+            ctx.set_mailbox_capacity(outbox);
+            SseSession { node, user, id, body: tx }
+        }
+    });
+    let subscribe = Subscribe { user: user.clone(), session: SessionHandle { id, recipient: session.clone().recipient() }, since };
+    if let Err(e) = node.users.for_user(&user).send(subscribe).await? {
+        session.do_send(Deliver::Close(crate::session::CloseReason::ShuttingDown));
+        return Err(e);
+    }
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<Bytes, actix_web::Error>(bytes), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
