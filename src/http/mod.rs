@@ -32,7 +32,7 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest, limit: usize) -> actix_web
         JsonPayloadError::Deserialize(e) if e.is_data() => {
             // Data errors from our validated id types say which field and why.
             let msg = e.to_string();
-            if msg.contains("invalid UserId") {
+            if msg.contains("invalid user id") {
                 ApiError::InvalidUser(msg)
             } else {
                 ApiError::BadRequest(msg)

@@ -58,6 +58,20 @@ pub struct Event {
     pub created: tokio::time::Instant,
 }
 
+/// Data of the `hello` a connection gets first.
+#[derive(Debug, Serialize)]
+pub struct Hello<'a> {
+    pub user: &'a UserId,
+    /// The node serving this connection.
+    pub node: &'a str,
+    /// The user's newest event id when the connection opened.
+    pub last_id: u64,
+    /// The `since` / `Last-Event-ID` the client asked to resume after, if any.
+    pub resumed_from: Option<u64>,
+    /// True when some events after `resumed_from` can no longer be replayed (refetch state).
+    pub gap: bool,
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: u64,
@@ -72,10 +86,18 @@ impl Event {
         Event { id, type_name: kind.type_name(), json: Bytes::from(json), created: tokio::time::Instant::now() }
     }
 
-    /// A connection-level frame (hello, pong) that is not part of the user's log.
-    pub fn control(id: u64, type_name: &'static str, data: serde_json::Value) -> Event {
-        let v = serde_json::json!({ "id": id, "type": type_name, "data": data });
-        Event { id, type_name, json: Bytes::from(v.to_string()), created: tokio::time::Instant::now() }
+    /// A connection's `hello`: not part of the user's log; its id is the connection's resume point,
+    /// so it is lower than every event that follows it on that connection.
+    pub fn hello(id: u64, hello: &Hello<'_>) -> Event {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            id: u64,
+            #[serde(rename = "type")]
+            type_: &'static str,
+            data: &'a Hello<'a>,
+        }
+        let json = serde_json::to_vec(&Frame { id, type_: "hello", data: hello }).unwrap_or_else(|_| b"{}".to_vec());
+        Event { id, type_name: "hello", json: Bytes::from(json), created: tokio::time::Instant::now() }
     }
 
     /// The SSE encoding: `id:`, `event:` and the whole JSON as `data:`.

@@ -42,7 +42,7 @@ fn check_id(s: &str, max: usize) -> Result<(), IdError> {
 }
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $label:expr, $max:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
@@ -81,7 +81,7 @@ macro_rules! id_type {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
                 $name::parse(&s).map_err(|e| {
-                    serde::de::Error::custom(format!("invalid {}: {}", stringify!($name), e))
+                    serde::de::Error::custom(format!("invalid {}: {}", $label, e))
                 })
             }
         }
@@ -91,27 +91,32 @@ macro_rules! id_type {
 id_type!(
     /// A user, as named by a token's `sub` or a swipe's `target`.
     UserId,
+    "user id",
     MAX_USER_ID_LEN
 );
 id_type!(
     /// A client-chosen idempotency key for a swipe.
     SwipeId,
+    "swipe_id",
     MAX_KEY_LEN
 );
 id_type!(
     /// A server-issued match id: `<slot>.<random>`, so the slot (and so the owning shard) can be
     /// found from the id alone.
     MatchId,
+    "match id",
     MAX_KEY_LEN
 );
 id_type!(
     /// A server-issued room id, shaped like a match id.
     RoomId,
+    "room id",
     MAX_KEY_LEN
 );
 id_type!(
     /// A spin pool's name.
     PoolName,
+    "pool name",
     MAX_USER_ID_LEN
 );
 

@@ -16,6 +16,7 @@ use super::messages::{
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::protocol::event::Hello;
 use crate::protocol::{Event, Match, UserId};
 
 /// One user's stream state on this node.
@@ -99,16 +100,9 @@ impl Handler<Subscribe> for UserShard {
             None => super::event_log::Replay { events: Vec::new(), gap: false },
         };
         let hello_id = replay.events.first().map(|e| e.id - 1).unwrap_or(last_id);
-        let hello = Event::control(
+        let hello = Event::hello(
             hello_id,
-            "hello",
-            serde_json::json!({
-                "user": msg.user.as_str(),
-                "node": &*node,
-                "last_id": last_id,
-                "resumed_from": msg.since,
-                "gap": replay.gap,
-            }),
+            &Hello { user: &msg.user, node: &node, last_id, resumed_from: msg.since, gap: replay.gap },
         );
         // Sent before the session is registered, so it precedes every live event in the mailbox.
         // `do_send`: the first message to a fresh mailbox; its size is bounded by the log capacity.
