@@ -2,12 +2,15 @@
 //! Precedence is file < environment < flag. `Config::validate` runs before anything binds, so a bad
 //! value stops the process with one clear line instead of a half-started server.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+
+use crate::queue::rules::PoolRules;
 
 pub const ENV_LISTEN: &str = "MATCHD_LISTEN";
 pub const ENV_REDIS: &str = "MATCHD_REDIS";
@@ -25,7 +28,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Command line (and environment) of `matchd`.
 #[derive(Debug, Parser, Default)]
-#[command(name = "matchd", version, about = "Real-time matching server: mutual swipes, spin queues and rooms over WebSocket and SSE.")]
+#[command(
+    name = "matchd",
+    version,
+    about = "Real-time matching server: mutual swipes, spin queues and rooms over WebSocket and SSE."
+)]
 pub struct Cli {
     /// HTTP/WebSocket/SSE listen address [default: 127.0.0.1:8080]
     #[arg(long, env = ENV_LISTEN)]
@@ -73,6 +80,12 @@ pub struct Limits {
     pub outbox_capacity: usize,
     /// Idempotency keys remembered per user per target.
     pub swipe_ids_per_pair: usize,
+    /// Queue joins per user per minute (429 above it; server-initiated requeues do not count).
+    pub joins_per_minute: u32,
+    /// Skips per user per minute (429 above it).
+    pub skips_per_minute: u32,
+    /// Most pools (configured plus created on first use).
+    pub max_pools: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +99,9 @@ impl Default for Limits {
             event_log_capacity: 1000,
             outbox_capacity: 256,
             swipe_ids_per_pair: 16,
+            joins_per_minute: 10,
+            skips_per_minute: 30,
+            max_pools: 1000,
         }
     }
 }
@@ -104,6 +120,10 @@ pub struct Timeouts {
     pub action_timeout_ms: u64,
     /// How long shutdown waits for in-flight work and connections to drain.
     pub shutdown_grace_ms: u64,
+    /// How long a user may stay disconnected before losing their queue place or room.
+    pub presence_grace_ms: u64,
+    /// How often pools re-check waiting users whose compatibility changes with time.
+    pub pool_rescan_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -114,6 +134,8 @@ impl Default for Timeouts {
             sse_keepalive_ms: 15_000,
             action_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            presence_grace_ms: 5_000,
+            pool_rescan_ms: 250,
         }
     }
 }
@@ -131,6 +153,8 @@ struct FileConfig {
     log_format: Option<String>,
     limits: Limits,
     timeouts: Timeouts,
+    allow_dynamic_pools: Option<bool>,
+    pools: HashMap<String, PoolRules>,
 }
 
 /// Log output style.
@@ -153,13 +177,20 @@ pub struct Config {
     pub log_format: LogFormat,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Pools with their own rules (`[pools.<name>]`); "default" always exists.
+    pub pools: HashMap<String, PoolRules>,
+    /// Whether a join may name a pool that is not configured (it gets default rules).
+    pub allow_dynamic_pools: bool,
 }
 
 /// A configuration problem, reported as one line before exit.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {key}: {message}")]
@@ -167,14 +198,18 @@ pub enum ConfigError {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 impl Default for Config {
     /// The embedded default: in-memory, dev auth, an ephemeral-free fixed address.
     fn default() -> Self {
         Config {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             redis: None,
             jwt_secret: None,
             node_id: format!("node-{}", &crate::protocol::ids::random_suffix()[..8]),
@@ -183,6 +218,8 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            pools: HashMap::new(),
+            allow_dynamic_pools: true,
         }
     }
 }
@@ -197,10 +234,14 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.message().to_string(),
+                })?
             }
             None => FileConfig::default(),
         };
@@ -209,14 +250,19 @@ impl Config {
 
     /// Parses a config file's text (without flags), for tests and tools.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let file = toml::from_str::<FileConfig>(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<inline>"), message: e.message().to_string() })?;
+        let file = toml::from_str::<FileConfig>(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.message().to_string(),
+        })?;
         Self::merge(Cli::default(), file)
     }
 
     fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         let defaults = Config::default();
-        let listen_text = cli.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen_text = cli
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
             key: "listen",
             message: format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
@@ -241,6 +287,8 @@ impl Config {
             log_format,
             limits: file.limits,
             timeouts: file.timeouts,
+            pools: file.pools,
+            allow_dynamic_pools: file.allow_dynamic_pools.unwrap_or(true),
         };
         config.validate()?;
         Ok(config)
@@ -249,7 +297,10 @@ impl Config {
     /// Checks every value for sense; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &'static str, message: &str) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid { key, message: message.to_string() })
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
         }
         if crate::protocol::ids::UserId::parse(&self.node_id).is_err() {
             return bad("node_id", "must be 1..64 characters of [A-Za-z0-9_.-]");
@@ -266,7 +317,10 @@ impl Config {
             }
         }
         if let Some(url) = &self.redis {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
                 return bad("redis", "must be a redis://, rediss:// or unix:// URL");
             }
         }
@@ -287,14 +341,43 @@ impl Config {
             return bad("limits.action_burst", "must be at least 1");
         }
         if l.event_log_capacity == 0 || l.outbox_capacity < 2 || l.swipe_ids_per_pair == 0 {
-            return bad("limits", "event_log_capacity, swipe_ids_per_pair >= 1 and outbox_capacity >= 2");
+            return bad(
+                "limits",
+                "event_log_capacity, swipe_ids_per_pair >= 1 and outbox_capacity >= 2",
+            );
+        }
+        if l.joins_per_minute == 0 || l.skips_per_minute == 0 || l.max_pools == 0 {
+            return bad(
+                "limits",
+                "joins_per_minute, skips_per_minute and max_pools must be >= 1",
+            );
+        }
+        for (name, rules) in &self.pools {
+            if crate::protocol::PoolName::parse(name).is_err() {
+                return bad(
+                    "pools",
+                    "pool names must be 1..64 characters of [A-Za-z0-9_.-]",
+                );
+            }
+            if let Err(message) = rules.validate() {
+                return Err(ConfigError::Invalid {
+                    key: "pools",
+                    message: format!("pool {name}: {message}"),
+                });
+            }
         }
         let t = &self.timeouts;
         if t.heartbeat_interval_ms == 0 || t.client_timeout_ms <= t.heartbeat_interval_ms {
-            return bad("timeouts.client_timeout_ms", "must be greater than heartbeat_interval_ms (> 0)");
+            return bad(
+                "timeouts.client_timeout_ms",
+                "must be greater than heartbeat_interval_ms (> 0)",
+            );
         }
-        if t.sse_keepalive_ms == 0 || t.action_timeout_ms == 0 {
-            return bad("timeouts", "sse_keepalive_ms and action_timeout_ms must be > 0");
+        if t.sse_keepalive_ms == 0 || t.action_timeout_ms == 0 || t.pool_rescan_ms == 0 {
+            return bad(
+                "timeouts",
+                "sse_keepalive_ms, action_timeout_ms and pool_rescan_ms must be > 0",
+            );
         }
         Ok(())
     }
@@ -316,6 +399,10 @@ impl Config {
         Duration::from_millis(self.timeouts.client_timeout_ms)
     }
 
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_millis(self.timeouts.presence_grace_ms)
+    }
+
     pub fn action_timeout(&self) -> Duration {
         Duration::from_millis(self.timeouts.action_timeout_ms)
     }
@@ -329,8 +416,19 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nshards = 3\n[limits]\nmax_body_bytes = 1000\n").unwrap();
-        let cli = Cli::try_parse_from(["matchd", "--config", path.to_str().unwrap(), "--shards", "5"]).unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nshards = 3\n[limits]\nmax_body_bytes = 1000\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "matchd",
+            "--config",
+            path.to_str().unwrap(),
+            "--shards",
+            "5",
+        ])
+        .unwrap();
         let c = Config::from_cli(cli).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.shards, 5);
@@ -339,14 +437,32 @@ mod tests {
     }
 
     #[test]
+    fn pools_parse_with_their_rules() {
+        let c = Config::from_toml(
+            "[pools.interview]\nrating_tolerance = 100\nregion = \"require\"\nprompts = [\"q1\"]\n[pools.interview.payload]\nminutes = 30\n",
+        )
+        .unwrap();
+        let p = &c.pools["interview"];
+        assert_eq!(p.rating_tolerance, Some(100));
+        assert_eq!(p.payload["minutes"], serde_json::json!(30));
+        assert!(Config::from_toml("[pools.x]\nregion = \"maybe\"").is_err());
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
-        let e = Config::from_toml("listen = \"nope\"").unwrap_err().to_string();
+        let e = Config::from_toml("listen = \"nope\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = Config::from_toml("[limits]\nmax_connections_per_user = 0").unwrap_err().to_string();
+        let e = Config::from_toml("[limits]\nmax_connections_per_user = 0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_connections_per_user"), "{e}");
         let e = Config::from_toml("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = Config::from_toml("jwt_secret = \"short\"").unwrap_err().to_string();
+        let e = Config::from_toml("jwt_secret = \"short\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("jwt_secret"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: flags, environment and config file, validated before anything binds.
 //! - [`protocol`]: wire types of the public contract (no I/O).
 //! - [`coord`]: pair slots and the `PairShard` actors that decide swipes, matches and unmatches.
+//! - [`queue`]: spin pools (`PoolCoordinator`), pairing rules, rooms, skip and presence.
 //! - [`session`]: per-user event logs and fan-out (`UserShard`), resume, the user's match index.
 //! - [`transport`]: WebSocket and SSE session actors (framing, heartbeats, outboxes).
 //! - [`http`]: the route table, extractors and handlers.
@@ -25,6 +26,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod queue;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
@@ -67,12 +69,19 @@ impl Running {
         let drain = async {
             let stop = self.handle.stop(true);
             for shard in self.node.users.all() {
-                let _ = shard.send(CloseAll { reason: CloseReason::ShuttingDown }).await;
+                let _ = shard
+                    .send(CloseAll {
+                        reason: CloseReason::ShuttingDown,
+                    })
+                    .await;
             }
             stop.await;
         };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period ran out; stopping anyway");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace period ran out; stopping anyway"
+            );
             self.handle.stop(false).await;
         }
         let _ = self.server.await;
@@ -96,13 +105,17 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         tracing::warn!(secret = config::DEV_SECRET, "dev mode: no --jwt-secret, tokens are signed with the dev secret and POST /v1/dev/token is open");
     }
     if config.redis.is_none() {
-        tracing::warn!("no --redis: state lives in memory on this single node and is lost when it stops");
+        tracing::warn!(
+            "no --redis: state lives in memory on this single node and is lost when it stops"
+        );
     }
     let node = Node::start(config);
     let app_node = node.clone();
     let server = HttpServer::new(move || {
         let node = app_node.clone();
-        App::new().app_data(web::Data::new(node.clone())).configure(http::configure(&node))
+        App::new()
+            .app_data(web::Data::new(node.clone()))
+            .configure(http::configure(&node))
     })
     .workers(workers)
     .backlog(4096)
@@ -114,5 +127,10 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(%addr, node = %node.node_id, "matchd listening");
-    Ok(Running { addr, node, handle, server })
+    Ok(Running {
+        addr,
+        node,
+        handle,
+        server,
+    })
 }

@@ -32,6 +32,20 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Actions handled, by name and transport, with their latency.
     pub action_seconds: HistogramVec,
+    /// Users waiting, by pool.
+    pub queue_length: IntGaugeVec,
+    /// Time from join to pairing, by pool.
+    pub queue_wait_seconds: HistogramVec,
+    /// Pairs formed, by pool.
+    pub pairings: IntCounterVec,
+    /// Skips that closed a room.
+    pub skips: IntCounter,
+    /// Rooms closed, by reason (`skipped`, `left`).
+    pub rooms_closed: IntCounterVec,
+    /// From a skip or leave to the partner's `room_closed` being written to a connection.
+    pub room_closed_notify_seconds: HistogramVec,
+    /// Internal consistency checks that failed (should stay 0; alert on any).
+    pub invariant_violations: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -47,25 +61,76 @@ impl Metrics {
                 Opts::new("matchd_connections", "Open event streams by transport"),
                 &["transport"],
             )?,
-            connected_users: IntGauge::new("matchd_connected_users", "Users with an open stream on this node")?,
-            events_delivered: IntCounter::new("matchd_events_delivered_total", "Events written to connections")?,
+            connected_users: IntGauge::new(
+                "matchd_connected_users",
+                "Users with an open stream on this node",
+            )?,
+            events_delivered: IntCounter::new(
+                "matchd_events_delivered_total",
+                "Events written to connections",
+            )?,
             delivery_seconds: HistogramVec::new(
-                HistogramOpts::new("matchd_event_delivery_seconds", "Event creation to write on a connection")
-                    .buckets(latency_buckets()),
+                HistogramOpts::new(
+                    "matchd_event_delivery_seconds",
+                    "Event creation to write on a connection",
+                )
+                .buckets(latency_buckets()),
                 &["transport"],
             )?,
             slow_consumers: IntCounter::new(
                 "matchd_slow_consumers_closed_total",
                 "Connections closed because their outbox was full",
             )?,
-            swipes: IntCounterVec::new(Opts::new("matchd_swipes_total", "Swipes by outcome"), &["outcome"])?,
+            swipes: IntCounterVec::new(
+                Opts::new("matchd_swipes_total", "Swipes by outcome"),
+                &["outcome"],
+            )?,
             matches: IntCounter::new("matchd_matches_total", "Matches created")?,
             unmatches: IntCounter::new("matchd_unmatches_total", "Matches ended by unmatch")?,
-            errors: IntCounterVec::new(Opts::new("matchd_errors_total", "Errors answered by code"), &["code"])?,
+            errors: IntCounterVec::new(
+                Opts::new("matchd_errors_total", "Errors answered by code"),
+                &["code"],
+            )?,
             action_seconds: HistogramVec::new(
-                HistogramOpts::new("matchd_action_seconds", "Action latency by action and transport")
-                    .buckets(latency_buckets()),
+                HistogramOpts::new(
+                    "matchd_action_seconds",
+                    "Action latency by action and transport",
+                )
+                .buckets(latency_buckets()),
                 &["action", "transport"],
+            )?,
+            queue_length: IntGaugeVec::new(
+                Opts::new("matchd_queue_length", "Users waiting by pool"),
+                &["pool"],
+            )?,
+            queue_wait_seconds: HistogramVec::new(
+                HistogramOpts::new("matchd_queue_wait_seconds", "Join to pairing by pool")
+                    .buckets(exponential_buckets(0.0005, 2.0, 20).unwrap_or_default()),
+                &["pool"],
+            )?,
+            pairings: IntCounterVec::new(
+                Opts::new("matchd_pairings_total", "Pairs formed by pool"),
+                &["pool"],
+            )?,
+            skips: IntCounter::new("matchd_skips_total", "Skips that closed a room")?,
+            rooms_closed: IntCounterVec::new(
+                Opts::new("matchd_rooms_closed_total", "Rooms closed by reason"),
+                &["reason"],
+            )?,
+            room_closed_notify_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "matchd_room_closed_notify_seconds",
+                    "Room close decision to room_closed written to a connection",
+                )
+                .buckets(latency_buckets()),
+                &["transport"],
+            )?,
+            invariant_violations: IntCounterVec::new(
+                Opts::new(
+                    "matchd_invariant_violations_total",
+                    "Failed internal consistency checks",
+                ),
+                &["check"],
             )?,
             registry,
         };
@@ -79,6 +144,16 @@ impl Metrics {
         m.registry.register(Box::new(m.unmatches.clone()))?;
         m.registry.register(Box::new(m.errors.clone()))?;
         m.registry.register(Box::new(m.action_seconds.clone()))?;
+        m.registry.register(Box::new(m.queue_length.clone()))?;
+        m.registry
+            .register(Box::new(m.queue_wait_seconds.clone()))?;
+        m.registry.register(Box::new(m.pairings.clone()))?;
+        m.registry.register(Box::new(m.skips.clone()))?;
+        m.registry.register(Box::new(m.rooms_closed.clone()))?;
+        m.registry
+            .register(Box::new(m.room_closed_notify_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.invariant_violations.clone()))?;
         Ok(m)
     }
 
@@ -95,12 +170,29 @@ impl Metrics {
 
 /// The process-wide metrics. Construction only fails on a duplicate or malformed metric name, which
 /// is a programming error caught by the first test that touches metrics.
-pub static METRICS: LazyLock<Metrics> =
-    LazyLock::new(|| Metrics::new().unwrap_or_else(|e| panic!("metric definitions are invalid: {e}")));
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics::new().unwrap_or_else(|e| panic!("metric definitions are invalid: {e}"))
+});
 
 /// Counts an error answered with contract code `code`.
 pub fn count_error(code: &str) {
     METRICS.errors.with_label_values(&[code]).inc();
+}
+
+/// Records that `event` was written to a `transport` connection.
+pub fn delivered(event: &crate::protocol::Event, transport: &str) {
+    let latency = event.created.elapsed().as_secs_f64();
+    METRICS.events_delivered.inc();
+    METRICS
+        .delivery_seconds
+        .with_label_values(&[transport])
+        .observe(latency);
+    if event.type_name == "room_closed" {
+        METRICS
+            .room_closed_notify_seconds
+            .with_label_values(&[transport])
+            .observe(latency);
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,16 @@ use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::limiter::RateLimiter;
 use crate::metrics::METRICS;
-use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId};
+use crate::protocol::{
+    JoinRequest, JoinResponse, LeaveResponse, PoolName, PoolStatus, RoomId, SkipResponse,
+};
+use crate::protocol::{
+    MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId,
+};
+use crate::queue::messages::{GetStatus, Join, Leave, Skip};
+use crate::queue::PoolRouter;
 use crate::session::messages::ListMatches;
-use crate::session::user_shard::UserShard;
+use crate::session::user_shard::{Links, UserShard, Wire};
 use crate::session::UserRouter;
 
 /// Cheap to clone; shared by every worker and session.
@@ -31,8 +38,14 @@ pub struct NodeInner {
     pub node_id: Arc<str>,
     pub pairs: ShardRouter,
     pub users: UserRouter,
+    pub pools: PoolRouter,
     pub auth: Auth,
+    /// Per-user budget for swipes and unmatches.
     pub limiter: RateLimiter,
+    /// Per-user budget for queue joins.
+    pub join_limiter: RateLimiter,
+    /// Per-user budget for skips.
+    pub skip_limiter: RateLimiter,
     next_session_id: AtomicU64,
     next_request_id: AtomicU64,
     /// The shard threads; stopped when the node is dropped.
@@ -79,8 +92,14 @@ impl Node {
             arbiters
                 .iter()
                 .map(|a| {
-                    let (limits, node_id) = (config.limits.clone(), node_id.clone());
-                    UserShard::start_in_arbiter(&a.handle(), move |_| UserShard::new(limits, node_id))
+                    let (limits, node_id, grace) = (
+                        config.limits.clone(),
+                        node_id.clone(),
+                        config.presence_grace(),
+                    );
+                    UserShard::start_in_arbiter(&a.handle(), move |_| {
+                        UserShard::new(limits, node_id, grace)
+                    })
                 })
                 .collect(),
         );
@@ -90,20 +109,43 @@ impl Node {
                 .enumerate()
                 .map(|(i, a)| {
                     let (limits, users) = (config.limits.clone(), users.clone());
-                    PairShard::start_in_arbiter(&a.handle(), move |_| PairShard::new(i, users, limits))
+                    PairShard::start_in_arbiter(&a.handle(), move |_| {
+                        PairShard::new(i, users, limits)
+                    })
                 })
                 .collect(),
         );
+        let pools = PoolRouter::new(
+            config.pools.clone(),
+            config.allow_dynamic_pools,
+            config.limits.max_pools,
+            arbiters.iter().map(|a| a.handle()).collect(),
+            pairs.clone(),
+            config.timeouts.pool_rescan_ms,
+        );
+        for shard in users.all() {
+            shard.do_send(Wire(Links {
+                pairs: pairs.clone(),
+                pools: pools.clone(),
+            }));
+        }
         let auth = Auth::new(config.secret());
-        let limiter = RateLimiter::new(config.limits.actions_per_second, config.limits.action_burst);
+        let limiter =
+            RateLimiter::new(config.limits.actions_per_second, config.limits.action_burst);
+        let per_minute = |n: u32| RateLimiter::new(f64::from(n) / 60.0, n);
+        let join_limiter = per_minute(config.limits.joins_per_minute);
+        let skip_limiter = per_minute(config.limits.skips_per_minute);
         Node {
             inner: Arc::new(NodeInner {
                 config,
                 node_id,
                 pairs,
                 users,
+                pools,
                 auth,
                 limiter,
+                join_limiter,
+                skip_limiter,
                 next_session_id: AtomicU64::new(1),
                 next_request_id: AtomicU64::new(1),
                 arbiters,
@@ -133,7 +175,10 @@ impl Node {
         request_id: u64,
         via: Via,
     ) -> Result<SwipeResponse, ApiError> {
-        let timer = METRICS.action_seconds.with_label_values(&["swipe", via.as_str()]).start_timer();
+        let timer = METRICS
+            .action_seconds
+            .with_label_values(&["swipe", via.as_str()])
+            .start_timer();
         if *actor == req.target {
             return Err(ApiError::SelfSwipe);
         }
@@ -167,15 +212,26 @@ impl Node {
         request_id: u64,
         via: Via,
     ) -> Result<UnmatchResponse, ApiError> {
-        let _timer = METRICS.action_seconds.with_label_values(&["unmatch", via.as_str()]).start_timer();
+        let _timer = METRICS
+            .action_seconds
+            .with_label_values(&["unmatch", via.as_str()])
+            .start_timer();
         self.limiter.check(actor)?;
-        let slot = match_id.slot().ok_or_else(|| ApiError::NotFound(format!("no match {match_id}")))?;
+        let slot = match_id
+            .slot()
+            .ok_or_else(|| ApiError::NotFound(format!("no match {match_id}")))?;
         self.pairs
             .for_slot(slot)
-            .send(Unmatch { by: actor.clone(), match_id, request_id })
+            .send(Unmatch {
+                by: actor.clone(),
+                match_id,
+                request_id,
+            })
             .timeout(self.config.action_timeout())
             .await??;
-        Ok(UnmatchResponse { status: "unmatched".into() })
+        Ok(UnmatchResponse {
+            status: "unmatched".into(),
+        })
     }
 
     /// `actor`'s active matches.
@@ -183,10 +239,96 @@ impl Node {
         let mut matches = self
             .users
             .for_user(actor)
-            .send(ListMatches { user: actor.clone() })
+            .send(ListMatches {
+                user: actor.clone(),
+            })
             .timeout(self.config.action_timeout())
             .await?;
         matches.sort_by_key(|m| m.created_at);
         Ok(MatchesResponse { matches })
+    }
+
+    /// `actor` spins in `ticket.pool`.
+    pub async fn join_queue(
+        &self,
+        actor: &UserId,
+        ticket: JoinRequest,
+        via: Via,
+    ) -> Result<JoinResponse, ApiError> {
+        let _timer = METRICS
+            .action_seconds
+            .with_label_values(&["join_queue", via.as_str()])
+            .start_timer();
+        ticket.validate().map_err(ApiError::BadRequest)?;
+        self.join_limiter.check(actor)?;
+        self.users
+            .for_user(actor)
+            .send(Join {
+                user: actor.clone(),
+                ticket,
+            })
+            .timeout(self.config.action_timeout())
+            .await?
+    }
+
+    /// `actor` leaves whatever queue they wait in.
+    pub async fn leave_queue(&self, actor: &UserId, via: Via) -> Result<LeaveResponse, ApiError> {
+        let _timer = METRICS
+            .action_seconds
+            .with_label_values(&["leave_queue", via.as_str()])
+            .start_timer();
+        self.users
+            .for_user(actor)
+            .send(Leave {
+                user: actor.clone(),
+            })
+            .timeout(self.config.action_timeout())
+            .await?
+    }
+
+    /// How many wait in `pool`, and the estimated wait.
+    pub async fn pool_status(&self, pool: &PoolName) -> Result<PoolStatus, ApiError> {
+        Ok(self
+            .pools
+            .get(pool)?
+            .send(GetStatus)
+            .timeout(self.config.action_timeout())
+            .await?)
+    }
+
+    /// `actor` skips `room_id`; `requeue` (default true) puts them back in line.
+    pub async fn skip(
+        &self,
+        actor: &UserId,
+        room_id: RoomId,
+        requeue: bool,
+        request_id: u64,
+        via: Via,
+    ) -> Result<SkipResponse, ApiError> {
+        let _timer = METRICS
+            .action_seconds
+            .with_label_values(&["skip", via.as_str()])
+            .start_timer();
+        self.skip_limiter.check(actor)?;
+        let slot = room_id
+            .slot()
+            .ok_or_else(|| ApiError::NotFound(format!("no room {room_id}")))?;
+        let mut res = self
+            .pairs
+            .for_slot(slot)
+            .send(Skip {
+                by: actor.clone(),
+                room_id,
+                requeue,
+                request_id,
+            })
+            .timeout(self.config.action_timeout())
+            .await??;
+        if res.requeued && !requeue {
+            // The partner closed the room first and we were requeued with them; honour our choice.
+            self.leave_queue(actor, via).await?;
+            res.requeued = false;
+        }
+        Ok(res)
     }
 }

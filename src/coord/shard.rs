@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use actix::{Actor, Context, Handler};
+use actix::{Actor, AsyncContext, Context, Handler};
 
 use super::messages::{Swipe, Unmatch};
 use super::pair_state::{Effect, PairState, UnmatchError};
@@ -13,7 +13,8 @@ use super::slot::PairKey;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::protocol::{unix_ms, EventKind, MatchId, SwipeResponse, SwipeStatus};
+use crate::protocol::{unix_ms, EventKind, MatchId, RoomId, SwipeResponse, SwipeStatus};
+use crate::queue::room::RoomState;
 use crate::session::{IndexChange, UserRouter};
 
 /// The owner of a share of all pairs.
@@ -23,14 +24,23 @@ pub struct PairShard {
     pairs: HashMap<PairKey, PairState>,
     /// Match id -> pair, so `DELETE /v1/matches/{id}` finds its pair.
     match_pairs: HashMap<MatchId, PairKey>,
-    /// Where the users' event streams live.
-    users: UserRouter,
+    /// Where the users' event streams and places live.
+    pub(crate) users: UserRouter,
     limits: Limits,
+    /// Rooms of this shard's pairs (see `queue::room`).
+    pub(crate) rooms: HashMap<RoomId, RoomState>,
 }
 
 impl PairShard {
     pub fn new(index: usize, users: UserRouter, limits: Limits) -> Self {
-        PairShard { index, pairs: HashMap::new(), match_pairs: HashMap::new(), users, limits }
+        PairShard {
+            index,
+            pairs: HashMap::new(),
+            match_pairs: HashMap::new(),
+            users,
+            limits,
+            rooms: HashMap::new(),
+        }
     }
 
     /// Carries out a decision's effect: index the match and tell both users.
@@ -52,7 +62,10 @@ impl PairShard {
                 for user in &match_.users {
                     self.users.publish(
                         user,
-                        EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone() },
+                        EventKind::Unmatched {
+                            match_id: match_.match_id.clone(),
+                            by: by.clone(),
+                        },
                         IndexChange::RemoveMatch(match_.match_id.clone()),
                     );
                 }
@@ -61,8 +74,15 @@ impl PairShard {
     }
 }
 
+/// How often closed rooms are swept.
+const ROOM_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Actor for PairShard {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(ROOM_SWEEP_INTERVAL, |act, _| act.sweep_rooms(unix_ms()));
+    }
 }
 
 impl Handler<Swipe> for PairShard {
@@ -103,9 +123,15 @@ impl Handler<Unmatch> for PairShard {
 
     fn handle(&mut self, msg: Unmatch, _: &mut Context<Self>) -> Self::Result {
         let not_found = || ApiError::NotFound(format!("no match {}", msg.match_id));
-        let key = self.match_pairs.get(&msg.match_id).cloned().ok_or_else(not_found)?;
+        let key = self
+            .match_pairs
+            .get(&msg.match_id)
+            .cloned()
+            .ok_or_else(not_found)?;
         if key.side_of(&msg.by).is_none() {
-            return Err(ApiError::Forbidden("you are not a member of this match".into()));
+            return Err(ApiError::Forbidden(
+                "you are not a member of this match".into(),
+            ));
         }
         let state = self.pairs.get_mut(&key).ok_or_else(not_found)?;
         match state.unmatch(&msg.match_id, &msg.by) {

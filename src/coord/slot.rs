@@ -34,8 +34,14 @@ impl PairKey {
     /// The pair of two distinct users; `None` when they are the same user.
     pub fn new(a: &UserId, b: &UserId) -> Option<PairKey> {
         match a.cmp(b) {
-            std::cmp::Ordering::Less => Some(PairKey { low: a.clone(), high: b.clone() }),
-            std::cmp::Ordering::Greater => Some(PairKey { low: b.clone(), high: a.clone() }),
+            std::cmp::Ordering::Less => Some(PairKey {
+                low: a.clone(),
+                high: b.clone(),
+            }),
+            std::cmp::Ordering::Greater => Some(PairKey {
+                low: b.clone(),
+                high: a.clone(),
+            }),
             std::cmp::Ordering::Equal => None,
         }
     }
@@ -72,7 +78,12 @@ pub fn pair_slot(a: &UserId, b: &UserId) -> u16 {
 
 /// The slot of a single user (its event log, matches index and place).
 pub fn user_slot(user: &UserId) -> u16 {
-    (fnv1a(&[user.as_str().as_bytes()]) % u64::from(SLOT_COUNT)) as u16
+    name_slot(user.as_str())
+}
+
+/// The slot of any single name (a user, a pool).
+pub fn name_slot(name: &str) -> u16 {
+    (fnv1a(&[name.as_bytes()]) % u64::from(SLOT_COUNT)) as u16
 }
 
 /// Which of `shards` local shards serves `slot`.
@@ -90,7 +101,10 @@ mod tests {
 
     #[test]
     fn pair_slot_is_unordered_and_stable() {
-        assert_eq!(pair_slot(&u("alice"), &u("bob")), pair_slot(&u("bob"), &u("alice")));
+        assert_eq!(
+            pair_slot(&u("alice"), &u("bob")),
+            pair_slot(&u("bob"), &u("alice"))
+        );
         // Test vectors: these values are part of the id format and must never change.
         assert_eq!(pair_slot(&u("alice"), &u("bob")), 5043);
         assert_eq!(user_slot(&u("alice")), 14599);

@@ -6,7 +6,11 @@ use actix_web::{web, HttpResponse};
 use super::auth::AuthUser;
 use crate::error::ApiError;
 use crate::node::{Node, Via};
-use crate::protocol::{DevTokenRequest, DevTokenResponse, MatchId, MatchesResponse, SwipeRequest, SwipeResponse};
+use crate::protocol::{
+    DevTokenRequest, DevTokenResponse, JoinRequest, JoinResponse, LeaveResponse, MatchId,
+    MatchesResponse, PoolName, PoolStatus, RoomId, SkipRequest, SkipResponse, SwipeRequest,
+    SwipeResponse,
+};
 
 /// `POST /v1/swipes`.
 pub async fn swipe(
@@ -15,11 +19,16 @@ pub async fn swipe(
     body: web::Json<SwipeRequest>,
 ) -> Result<web::Json<SwipeResponse>, ApiError> {
     let request_id = node.next_request_id();
-    node.swipe(&user.0, body.into_inner(), request_id, Via::Http).await.map(web::Json)
+    node.swipe(&user.0, body.into_inner(), request_id, Via::Http)
+        .await
+        .map(web::Json)
 }
 
 /// `GET /v1/matches`.
-pub async fn list_matches(node: web::Data<Node>, user: AuthUser) -> Result<web::Json<MatchesResponse>, ApiError> {
+pub async fn list_matches(
+    node: web::Data<Node>,
+    user: AuthUser,
+) -> Result<web::Json<MatchesResponse>, ApiError> {
     node.matches(&user.0).await.map(web::Json)
 }
 
@@ -29,9 +38,12 @@ pub async fn unmatch(
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let match_id = MatchId::parse(&path).map_err(|_| ApiError::NotFound(format!("no match {}", path.as_str())))?;
+    let match_id = MatchId::parse(&path)
+        .map_err(|_| ApiError::NotFound(format!("no match {}", path.as_str())))?;
     let request_id = node.next_request_id();
-    let res = node.unmatch(&user.0, match_id, request_id, Via::Http).await?;
+    let res = node
+        .unmatch(&user.0, match_id, request_id, Via::Http)
+        .await?;
     Ok(HttpResponse::Ok().json(res))
 }
 
@@ -41,8 +53,64 @@ pub async fn dev_token(
     body: web::Json<DevTokenRequest>,
 ) -> Result<web::Json<DevTokenResponse>, ApiError> {
     if !node.config.dev_mode() {
-        return Err(ApiError::NotFound("dev tokens are only available in dev mode (no --jwt-secret)".into()));
+        return Err(ApiError::NotFound(
+            "dev tokens are only available in dev mode (no --jwt-secret)".into(),
+        ));
     }
-    let token = node.auth.mint(&body.user_id, crate::auth::DEV_TOKEN_TTL_SECS)?;
+    let token = node
+        .auth
+        .mint(&body.user_id, crate::auth::DEV_TOKEN_TTL_SECS)?;
     Ok(web::Json(DevTokenResponse { token }))
+}
+
+/// `POST /v1/queue`: 202 when queued, 200 when paired at once.
+pub async fn join_queue(
+    node: web::Data<Node>,
+    user: AuthUser,
+    body: Option<web::Json<JoinRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let ticket = match body {
+        Some(b) => b.into_inner(),
+        None => serde_json::from_str("{}").map_err(|e| ApiError::BadRequest(e.to_string()))?,
+    };
+    let res = node.join_queue(&user.0, ticket, Via::Http).await?;
+    Ok(match &res {
+        JoinResponse::Queued { .. } => HttpResponse::Accepted().json(res),
+        JoinResponse::Matched { .. } => HttpResponse::Ok().json(res),
+    })
+}
+
+/// `DELETE /v1/queue`.
+pub async fn leave_queue(
+    node: web::Data<Node>,
+    user: AuthUser,
+) -> Result<web::Json<LeaveResponse>, ApiError> {
+    node.leave_queue(&user.0, Via::Http).await.map(web::Json)
+}
+
+/// `GET /v1/queue/{pool}`.
+pub async fn pool_status(
+    node: web::Data<Node>,
+    _user: AuthUser,
+    path: web::Path<String>,
+) -> Result<web::Json<PoolStatus>, ApiError> {
+    let pool = PoolName::parse(&path)
+        .map_err(|_| ApiError::NotFound(format!("no pool named {}", path.as_str())))?;
+    node.pool_status(&pool).await.map(web::Json)
+}
+
+/// `POST /v1/rooms/{room_id}/skip`.
+pub async fn skip(
+    node: web::Data<Node>,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: Option<web::Json<SkipRequest>>,
+) -> Result<web::Json<SkipResponse>, ApiError> {
+    let room_id = RoomId::parse(&path)
+        .map_err(|_| ApiError::NotFound(format!("no room {}", path.as_str())))?;
+    let requeue = body.and_then(|b| b.requeue).unwrap_or(true);
+    let request_id = node.next_request_id();
+    node.skip(&user.0, room_id, requeue, request_id, Via::Http)
+        .await
+        .map(web::Json)
 }

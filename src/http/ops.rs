@@ -21,5 +21,7 @@ pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(METRICS.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(METRICS.render())
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::http::Match;
 use super::ids::{MatchId, PoolName, RoomId, UserId};
+use super::queue::Room;
 
 /// What happened, with its data. The variant name is the contract's `type`.
 #[derive(Debug, Clone, Serialize)]
@@ -20,7 +21,7 @@ pub enum EventKind {
         by: UserId,
     },
     RoomAssigned {
-        room: serde_json::Value,
+        room: Room,
     },
     RoomClosed {
         room_id: RoomId,
@@ -83,7 +84,12 @@ impl Event {
     pub fn encode(id: u64, kind: &EventKind) -> Event {
         // Serializing plain data into a Vec cannot fail; fall back to an empty object rather than panic.
         let json = serde_json::to_vec(&Envelope { id, kind }).unwrap_or_else(|_| b"{}".to_vec());
-        Event { id, type_name: kind.type_name(), json: Bytes::from(json), created: tokio::time::Instant::now() }
+        Event {
+            id,
+            type_name: kind.type_name(),
+            json: Bytes::from(json),
+            created: tokio::time::Instant::now(),
+        }
     }
 
     /// A connection's `hello`: not part of the user's log; its id is the connection's resume point,
@@ -96,8 +102,18 @@ impl Event {
             type_: &'static str,
             data: &'a Hello<'a>,
         }
-        let json = serde_json::to_vec(&Frame { id, type_: "hello", data: hello }).unwrap_or_else(|_| b"{}".to_vec());
-        Event { id, type_name: "hello", json: Bytes::from(json), created: tokio::time::Instant::now() }
+        let json = serde_json::to_vec(&Frame {
+            id,
+            type_: "hello",
+            data: hello,
+        })
+        .unwrap_or_else(|_| b"{}".to_vec());
+        Event {
+            id,
+            type_name: "hello",
+            json: Bytes::from(json),
+            created: tokio::time::Instant::now(),
+        }
     }
 
     /// The SSE encoding: `id:`, `event:` and the whole JSON as `data:`.
@@ -130,6 +146,8 @@ mod tests {
             r#"{"id":7,"type":"unmatched","data":{"match_id":"3.ab","by":"alice"}}"#
         );
         let sse = e.to_sse();
-        assert!(std::str::from_utf8(&sse).unwrap().starts_with("id: 7\nevent: unmatched\ndata: {"));
+        assert!(std::str::from_utf8(&sse)
+            .unwrap()
+            .starts_with("id: 7\nevent: unmatched\ndata: {"));
     }
 }

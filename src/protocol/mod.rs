@@ -4,11 +4,15 @@
 pub mod event;
 pub mod http;
 pub mod ids;
+pub mod queue;
 pub mod ws;
 
 pub use event::{Event, EventKind};
 pub use http::*;
 pub use ids::{MatchId, PoolName, RoomId, SwipeId, UserId};
+pub use queue::{
+    JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, SkipRequest, SkipResponse,
+};
 
 /// Milliseconds since the Unix epoch, the contract's timestamp unit.
 pub fn unix_ms() -> u64 {

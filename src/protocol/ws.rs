@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::http::SwipeRequest;
-use super::ids::MatchId;
+use super::ids::{MatchId, RoomId};
+use super::queue::JoinRequest;
 
 /// A client's frame: `{"type": ..., "ref": ..., ...action fields}`.
 #[derive(Debug, Deserialize)]
@@ -22,10 +23,16 @@ pub struct ClientFrame {
 pub enum ClientAction {
     Ping,
     Swipe(SwipeRequest),
-    Unmatch { match_id: MatchId },
-    JoinQueue(serde_json::Value),
+    Unmatch {
+        match_id: MatchId,
+    },
+    JoinQueue(JoinRequest),
     LeaveQueue,
-    Skip(serde_json::Value),
+    Skip {
+        room_id: RoomId,
+        #[serde(default)]
+        requeue: Option<bool>,
+    },
 }
 
 /// `{"type":"ack","ref":...,"data":<the HTTP body>}`.
@@ -65,7 +72,8 @@ mod tests {
         let f: ClientFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
         assert!(matches!(f.action, ClientAction::Ping));
         let f: ClientFrame =
-            serde_json::from_str(r#"{"type":"swipe","ref":7,"target":"bob","direction":"left"}"#).unwrap();
+            serde_json::from_str(r#"{"type":"swipe","ref":7,"target":"bob","direction":"left"}"#)
+                .unwrap();
         assert_eq!(f.ref_, Some(serde_json::json!(7)));
         assert!(matches!(f.action, ClientAction::Swipe(_)));
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"fly"}"#).is_err());

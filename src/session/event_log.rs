@@ -24,7 +24,11 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn new(capacity: usize) -> Self {
-        EventLog { last_id: 0, retained: VecDeque::new(), capacity: capacity.max(1) }
+        EventLog {
+            last_id: 0,
+            retained: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Numbers and stores `kind`; returns the encoded event.
@@ -44,10 +48,21 @@ impl EventLog {
 
     /// Every retained event with an id greater than `since`.
     pub fn since(&self, since: u64) -> Replay {
-        let first_retained = self.retained.front().map(|e| e.id).unwrap_or(self.last_id + 1);
+        let first_retained = self
+            .retained
+            .front()
+            .map(|e| e.id)
+            .unwrap_or(self.last_id + 1);
         let gap = since > self.last_id || since + 1 < first_retained;
-        let start = if since > self.last_id { 0 } else { self.retained.partition_point(|e| e.id <= since) };
-        Replay { events: self.retained.iter().skip(start).cloned().collect(), gap }
+        let start = if since > self.last_id {
+            0
+        } else {
+            self.retained.partition_point(|e| e.id <= since)
+        };
+        Replay {
+            events: self.retained.iter().skip(start).cloned().collect(),
+            gap,
+        }
     }
 }
 
@@ -57,7 +72,10 @@ mod tests {
     use crate::protocol::{PoolName, RoomId};
 
     fn kind() -> EventKind {
-        EventKind::RoomClosed { room_id: RoomId::parse("1.r").unwrap(), reason: "x".into() }
+        EventKind::RoomClosed {
+            room_id: RoomId::parse("1.r").unwrap(),
+            reason: "x".into(),
+        }
     }
 
     #[test]
@@ -67,7 +85,10 @@ mod tests {
             log.push(&kind());
         }
         let r = log.since(3);
-        assert_eq!(r.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            r.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
         assert!(!r.gap);
         assert!(log.since(5).events.is_empty());
         assert_eq!(log.since(0).events.len(), 5);
@@ -77,11 +98,18 @@ mod tests {
     fn resume_past_the_capacity_reports_a_gap() {
         let mut log = EventLog::new(3);
         for _ in 0..6 {
-            log.push(&EventKind::QueueUpdate { pool: PoolName::parse("p").unwrap(), position: 1, estimated_wait_ms: 0 });
+            log.push(&EventKind::QueueUpdate {
+                pool: PoolName::parse("p").unwrap(),
+                position: 1,
+                estimated_wait_ms: 0,
+            });
         }
         let r = log.since(1);
         assert!(r.gap);
-        assert_eq!(r.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(
+            r.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
         assert!(!log.since(3).gap);
         let future = log.since(99);
         assert!(future.gap);

@@ -38,7 +38,10 @@ impl CloseReason {
 #[rtype(result = "()")]
 pub enum Deliver {
     /// The first message a connection gets: its `hello`, then the events it missed.
-    Resume { hello: Event, missed: Vec<Arc<Event>> },
+    Resume {
+        hello: Event,
+        missed: Vec<Arc<Event>>,
+    },
     /// A live event.
     Event(Arc<Event>),
     /// Close the connection.

@@ -14,7 +14,9 @@ pub struct UserRouter {
 
 impl UserRouter {
     pub fn new(shards: Vec<Addr<UserShard>>) -> Self {
-        UserRouter { shards: shards.into() }
+        UserRouter {
+            shards: shards.into(),
+        }
     }
 
     /// The shard owning `user`'s stream.
@@ -25,7 +27,11 @@ impl UserRouter {
     /// Appends an event to `user`'s stream. The user shard's mailbox is not bounded: an event
     /// must never be dropped on the way to the log (I2); slow clients are bounded per connection.
     pub fn publish(&self, user: &UserId, kind: EventKind, change: IndexChange) {
-        self.for_user(user).do_send(Publish { user: user.clone(), kind, change });
+        self.for_user(user).do_send(Publish {
+            user: user.clone(),
+            kind,
+            change,
+        });
     }
 
     pub fn all(&self) -> &[Addr<UserShard>] {

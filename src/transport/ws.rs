@@ -6,7 +6,10 @@
 //! that stops reading stops the actor, its mailbox fills, and the user shard closes it as a slow
 //! consumer instead of buffering without bound.
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, ContextFutureSpawner, Handler, StreamHandler, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, ContextFutureSpawner, Handler,
+    StreamHandler, WrapFuture,
+};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde::Serialize;
@@ -38,7 +41,14 @@ pub struct WsSession {
 impl WsSession {
     pub fn new(node: Node, user: UserId, since: Option<u64>) -> Self {
         let id = node.next_session_id();
-        WsSession { node, user, id, since, last_seen: Instant::now(), subscribed: false }
+        WsSession {
+            node,
+            user,
+            id,
+            since,
+            last_seen: Instant::now(),
+            subscribed: false,
+        }
     }
 
     fn write_event(&self, ctx: &mut ws::WebsocketContext<Self>, event: &Event) {
@@ -47,8 +57,7 @@ impl WsSession {
             Ok(text) => ctx.text(text.to_owned()),
             Err(_) => tracing::error!(event_id = event.id, "event is not UTF-8; dropped"),
         }
-        METRICS.events_delivered.inc();
-        METRICS.delivery_seconds.with_label_values(&["ws"]).observe(event.created.elapsed().as_secs_f64());
+        crate::metrics::delivered(event, "ws");
     }
 
     fn write_json<T: Serialize>(ctx: &mut ws::WebsocketContext<Self>, value: &T) {
@@ -58,12 +67,24 @@ impl WsSession {
         }
     }
 
-    fn write_error(ctx: &mut ws::WebsocketContext<Self>, err: &ApiError, ref_: Option<&serde_json::Value>) {
+    fn write_error(
+        ctx: &mut ws::WebsocketContext<Self>,
+        err: &ApiError,
+        ref_: Option<&serde_json::Value>,
+    ) {
         crate::metrics::count_error(err.code());
         let message = err.to_string();
         Self::write_json(
             ctx,
-            &ErrorFrame { type_: "error", ref_, data: ErrorData { code: err.code(), message: &message, ref_ } },
+            &ErrorFrame {
+                type_: "error",
+                ref_,
+                data: ErrorData {
+                    code: err.code(),
+                    message: &message,
+                    ref_,
+                },
+            },
         );
     }
 
@@ -83,20 +104,33 @@ impl WsSession {
     fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => return Self::write_error(ctx, &ApiError::BadRequest(format!("frame is not JSON: {e}")), None),
+            Err(e) => {
+                return Self::write_error(
+                    ctx,
+                    &ApiError::BadRequest(format!("frame is not JSON: {e}")),
+                    None,
+                )
+            }
         };
         let ref_ = value.get("ref").cloned();
         let frame: ClientFrame = match serde_json::from_value(value) {
             Ok(f) => f,
             Err(e) => {
-                return Self::write_error(ctx, &ApiError::BadRequest(format!("invalid frame: {e}")), ref_.as_ref())
+                return Self::write_error(
+                    ctx,
+                    &ApiError::BadRequest(format!("invalid frame: {e}")),
+                    ref_.as_ref(),
+                )
             }
         };
         let node = self.node.clone();
         let user = self.user.clone();
         let request_id = node.next_request_id();
         match frame.action {
-            ClientAction::Ping => Self::write_json(ctx, &serde_json::json!({"type": "pong", "ref": ref_, "data": {}})),
+            ClientAction::Ping => Self::write_json(
+                ctx,
+                &serde_json::json!({"type": "pong", "ref": ref_, "data": {}}),
+            ),
             ClientAction::Swipe(req) => {
                 let fut = async move { node.swipe(&user, req, request_id, Via::Ws).await };
                 self.reply_when_done(fut, ref_, ctx);
@@ -105,22 +139,44 @@ impl WsSession {
                 let fut = async move { node.unmatch(&user, match_id, request_id, Via::Ws).await };
                 self.reply_when_done(fut, ref_, ctx);
             }
-            ClientAction::JoinQueue(_) | ClientAction::LeaveQueue | ClientAction::Skip(_) => Self::write_error(
-                ctx,
-                &ApiError::NotFound("queue actions are not available on this server yet".into()),
-                ref_.as_ref(),
-            ),
+            ClientAction::JoinQueue(ticket) => {
+                let fut = async move { node.join_queue(&user, ticket, Via::Ws).await };
+                self.reply_when_done(fut, ref_, ctx);
+            }
+            ClientAction::LeaveQueue => {
+                let fut = async move { node.leave_queue(&user, Via::Ws).await };
+                self.reply_when_done(fut, ref_, ctx);
+            }
+            ClientAction::Skip { room_id, requeue } => {
+                let requeue = requeue.unwrap_or(true);
+                let fut = async move {
+                    node.skip(&user, room_id, requeue, request_id, Via::Ws)
+                        .await
+                };
+                self.reply_when_done(fut, ref_, ctx);
+            }
         }
     }
 
-    fn reply_when_done<T, F>(&self, fut: F, ref_: Option<serde_json::Value>, ctx: &mut ws::WebsocketContext<Self>)
-    where
+    fn reply_when_done<T, F>(
+        &self,
+        fut: F,
+        ref_: Option<serde_json::Value>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) where
         T: Serialize + 'static,
         F: std::future::Future<Output = Result<T, ApiError>> + 'static,
     {
         fut.into_actor(self)
             .map(move |res, _act: &mut WsSession, ctx| match res {
-                Ok(data) => Self::write_json(ctx, &Ack { type_: "ack", ref_: &ref_, data }),
+                Ok(data) => Self::write_json(
+                    ctx,
+                    &Ack {
+                        type_: "ack",
+                        ref_: &ref_,
+                        data,
+                    },
+                ),
                 Err(e) => Self::write_error(ctx, &e, ref_.as_ref()),
             })
             .spawn(ctx);
@@ -136,7 +192,10 @@ impl Actor for WsSession {
         self.heartbeat(ctx);
         let subscribe = Subscribe {
             user: self.user.clone(),
-            session: SessionHandle { id: self.id, recipient: ctx.address().recipient() },
+            session: SessionHandle {
+                id: self.id,
+                recipient: ctx.address().recipient(),
+            },
             since: self.since,
         };
         // Registration is the one place the session waits: nothing else should run before it.
@@ -156,7 +215,10 @@ impl Actor for WsSession {
                     ctx.stop();
                 }
                 Err(_) => {
-                    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Restart, description: None }));
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Restart,
+                        description: None,
+                    }));
                     ctx.stop();
                 }
             })
@@ -166,7 +228,10 @@ impl Actor for WsSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         METRICS.connections.with_label_values(&["ws"]).dec();
         if self.subscribed {
-            self.node.users.for_user(&self.user).do_send(Unsubscribe { user: self.user.clone(), session_id: self.id });
+            self.node.users.for_user(&self.user).do_send(Unsubscribe {
+                user: self.user.clone(),
+                session_id: self.id,
+            });
         }
     }
 }
@@ -217,7 +282,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                     _ => ws::CloseCode::Protocol,
                 };
                 tracing::debug!(user = %self.user, error = %e, "websocket protocol error");
-                ctx.close(Some(ws::CloseReason { code, description: Some(e.to_string()) }));
+                ctx.close(Some(ws::CloseReason {
+                    code,
+                    description: Some(e.to_string()),
+                }));
                 ctx.stop();
             }
         }
@@ -235,5 +303,7 @@ pub async fn upgrade(
     let node: Node = node.get_ref().clone();
     let frame_size = node.config.limits.max_frame_bytes;
     let session = WsSession::new(node, user.0, query.since);
-    ws::WsResponseBuilder::new(session, &req, stream).frame_size(frame_size).start()
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(frame_size)
+        .start()
 }

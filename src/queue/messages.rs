@@ -1,0 +1,102 @@
+//! Messages of the spin flow. Who sends what:
+//! - user shard -> pool: `Enqueue`, `Dequeue` (the user shard owns the user's place, I4);
+//! - pool -> pair shard: `CreateRoom` (the pool decided the pair);
+//! - pair shard -> user shards: `EnterRoom`, `ExitRoom` (the pair shard owns the room, I5);
+//! - user shard -> pair shard: `MemberGone` (presence grace ran out).
+
+use actix::Message;
+
+use crate::error::ApiError;
+use crate::protocol::{
+    JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, RoomId, SkipResponse, UserId,
+};
+
+/// Put `user` in line (or answer where they already are).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<JoinResponse, ApiError>")]
+pub struct Enqueue {
+    pub user: UserId,
+    pub ticket: JoinRequest,
+}
+
+/// What a pool says to a leave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DequeueOutcome {
+    Removed,
+    NotWaiting,
+    /// Too late: already paired into this room.
+    Paired(RoomId),
+}
+
+/// Take `user` out of line, unless already paired.
+#[derive(Debug, Message)]
+#[rtype(result = "DequeueOutcome")]
+pub struct Dequeue {
+    pub user: UserId,
+}
+
+/// The pool's waiting count and estimate.
+#[derive(Debug, Message)]
+#[rtype(result = "PoolStatus")]
+pub struct GetStatus;
+
+/// A pool paired two users: the pair's shard now owns their room.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CreateRoom {
+    pub room: Room,
+    /// What each member joined with, so the user shards can requeue them.
+    pub tickets: [JoinRequest; 2],
+}
+
+/// `by` skips `room_id`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SkipResponse, ApiError>")]
+pub struct Skip {
+    pub by: UserId,
+    pub room_id: RoomId,
+    pub requeue: bool,
+    pub request_id: u64,
+}
+
+/// `user` stayed disconnected past the grace period while in `room_id`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct MemberGone {
+    pub user: UserId,
+    pub room_id: RoomId,
+}
+
+/// `user` now sits in `room` (sent by the room's owner).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EnterRoom {
+    pub user: UserId,
+    pub room: Room,
+    pub ticket: JoinRequest,
+}
+
+/// `room_id` closed: tell `user` why, and requeue or release them.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ExitRoom {
+    pub user: UserId,
+    pub room_id: RoomId,
+    pub reason: &'static str,
+    pub requeue: bool,
+}
+
+/// `user` spins (HTTP `POST /v1/queue`, WS `join_queue`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<JoinResponse, ApiError>")]
+pub struct Join {
+    pub user: UserId,
+    pub ticket: JoinRequest,
+}
+
+/// `user` leaves the queue.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<LeaveResponse, ApiError>")]
+pub struct Leave {
+    pub user: UserId,
+}
