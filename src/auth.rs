@@ -43,24 +43,18 @@ impl Auth {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             let why = match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    "the token's signature is not valid"
-                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "the token's signature is not valid",
                 _ => "the token is malformed or not an HS256 JWT",
             };
             ApiError::Unauthorized(why.into())
         })?;
-        UserId::parse(&data.claims.sub).map_err(|e| {
-            ApiError::Unauthorized(format!("the token's subject is not a valid user id: {e}"))
-        })
+        UserId::parse(&data.claims.sub)
+            .map_err(|e| ApiError::Unauthorized(format!("the token's subject is not a valid user id: {e}")))
     }
 
     /// A token for `user`, valid for `ttl_secs`.
     pub fn mint(&self, user: &UserId, ttl_secs: u64) -> Result<String, ApiError> {
-        let claims = Claims {
-            sub: user.to_string(),
-            exp: Some(unix_ms() / 1000 + ttl_secs),
-        };
+        let claims = Claims { sub: user.to_string(), exp: Some(unix_ms() / 1000 + ttl_secs) };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| ApiError::Unavailable("could not sign a token".into()))
     }
@@ -78,25 +72,15 @@ mod tests {
         let t = a.mint(&alice, 60).unwrap();
         assert_eq!(a.verify(&t).unwrap(), alice);
         assert!(matches!(b.verify(&t), Err(ApiError::Unauthorized(_))));
-        assert!(matches!(
-            a.verify("garbage"),
-            Err(ApiError::Unauthorized(_))
-        ));
+        assert!(matches!(a.verify("garbage"), Err(ApiError::Unauthorized(_))));
     }
 
     #[test]
     fn expired_tokens_fail() {
         let a = Auth::new("secret-one-secret-one");
-        let claims = Claims {
-            sub: "alice".into(),
-            exp: Some(unix_ms() / 1000 - 3600),
-        };
-        let t = encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"secret-one-secret-one"),
-        )
-        .unwrap();
+        let claims = Claims { sub: "alice".into(), exp: Some(unix_ms() / 1000 - 3600) };
+        let t = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret-one-secret-one"))
+            .unwrap();
         let err = a.verify(&t).unwrap_err();
         assert!(err.to_string().contains("expired"));
     }

@@ -86,6 +86,8 @@ pub struct Limits {
     pub skips_per_minute: u32,
     /// Most pools (configured plus created on first use).
     pub max_pools: usize,
+    /// Most operations in one group commit (a batch is also sent whenever the previous one returns).
+    pub persist_batch_max: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +104,7 @@ impl Default for Limits {
             joins_per_minute: 10,
             skips_per_minute: 30,
             max_pools: 1000,
+            persist_batch_max: 1024,
         }
     }
 }
@@ -124,6 +127,8 @@ pub struct Timeouts {
     pub presence_grace_ms: u64,
     /// How often pools re-check waiting users whose compatibility changes with time.
     pub pool_rescan_ms: u64,
+    /// Bound on one Redis round trip; past it the action answers 503 `unavailable`.
+    pub persist_timeout_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -136,6 +141,7 @@ impl Default for Timeouts {
             shutdown_grace_ms: 10_000,
             presence_grace_ms: 5_000,
             pool_rescan_ms: 250,
+            persist_timeout_ms: 1_000,
         }
     }
 }
@@ -187,10 +193,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {key}: {message}")]
@@ -198,18 +201,14 @@ pub enum ConfigError {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 impl Default for Config {
     /// The embedded default: in-memory, dev auth, an ephemeral-free fixed address.
     fn default() -> Self {
         Config {
-            listen: DEFAULT_LISTEN
-                .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             redis: None,
             jwt_secret: None,
             node_id: format!("node-{}", &crate::protocol::ids::random_suffix()[..8]),
@@ -234,14 +233,10 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
-                    path: path.clone(),
-                    message: e.message().to_string(),
-                })?
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?
             }
             None => FileConfig::default(),
         };
@@ -250,19 +245,14 @@ impl Config {
 
     /// Parses a config file's text (without flags), for tests and tools.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let file = toml::from_str::<FileConfig>(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<inline>"),
-            message: e.message().to_string(),
-        })?;
+        let file = toml::from_str::<FileConfig>(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<inline>"), message: e.message().to_string() })?;
         Self::merge(Cli::default(), file)
     }
 
     fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         let defaults = Config::default();
-        let listen_text = cli
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen_text = cli.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
             key: "listen",
             message: format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
@@ -297,10 +287,7 @@ impl Config {
     /// Checks every value for sense; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &'static str, message: &str) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_string(),
-            })
+            Err(ConfigError::Invalid { key, message: message.to_string() })
         }
         if crate::protocol::ids::UserId::parse(&self.node_id).is_err() {
             return bad("node_id", "must be 1..64 characters of [A-Za-z0-9_.-]");
@@ -317,10 +304,7 @@ impl Config {
             }
         }
         if let Some(url) = &self.redis {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-            {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
                 return bad("redis", "must be a redis://, rediss:// or unix:// URL");
             }
         }
@@ -341,43 +325,31 @@ impl Config {
             return bad("limits.action_burst", "must be at least 1");
         }
         if l.event_log_capacity == 0 || l.outbox_capacity < 2 || l.swipe_ids_per_pair == 0 {
-            return bad(
-                "limits",
-                "event_log_capacity, swipe_ids_per_pair >= 1 and outbox_capacity >= 2",
-            );
+            return bad("limits", "event_log_capacity, swipe_ids_per_pair >= 1 and outbox_capacity >= 2");
         }
         if l.joins_per_minute == 0 || l.skips_per_minute == 0 || l.max_pools == 0 {
-            return bad(
-                "limits",
-                "joins_per_minute, skips_per_minute and max_pools must be >= 1",
-            );
+            return bad("limits", "joins_per_minute, skips_per_minute and max_pools must be >= 1");
         }
         for (name, rules) in &self.pools {
             if crate::protocol::PoolName::parse(name).is_err() {
-                return bad(
-                    "pools",
-                    "pool names must be 1..64 characters of [A-Za-z0-9_.-]",
-                );
+                return bad("pools", "pool names must be 1..64 characters of [A-Za-z0-9_.-]");
             }
             if let Err(message) = rules.validate() {
-                return Err(ConfigError::Invalid {
-                    key: "pools",
-                    message: format!("pool {name}: {message}"),
-                });
+                return Err(ConfigError::Invalid { key: "pools", message: format!("pool {name}: {message}") });
             }
         }
         let t = &self.timeouts;
         if t.heartbeat_interval_ms == 0 || t.client_timeout_ms <= t.heartbeat_interval_ms {
-            return bad(
-                "timeouts.client_timeout_ms",
-                "must be greater than heartbeat_interval_ms (> 0)",
-            );
+            return bad("timeouts.client_timeout_ms", "must be greater than heartbeat_interval_ms (> 0)");
+        }
+        if l.persist_batch_max == 0 {
+            return bad("limits.persist_batch_max", "must be at least 1");
+        }
+        if t.persist_timeout_ms == 0 || t.persist_timeout_ms >= t.action_timeout_ms {
+            return bad("timeouts.persist_timeout_ms", "must be > 0 and less than action_timeout_ms");
         }
         if t.sse_keepalive_ms == 0 || t.action_timeout_ms == 0 || t.pool_rescan_ms == 0 {
-            return bad(
-                "timeouts",
-                "sse_keepalive_ms, action_timeout_ms and pool_rescan_ms must be > 0",
-            );
+            return bad("timeouts", "sse_keepalive_ms, action_timeout_ms and pool_rescan_ms must be > 0");
         }
         Ok(())
     }
@@ -403,6 +375,10 @@ impl Config {
         Duration::from_millis(self.timeouts.presence_grace_ms)
     }
 
+    pub fn persist_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.persist_timeout_ms)
+    }
+
     pub fn action_timeout(&self) -> Duration {
         Duration::from_millis(self.timeouts.action_timeout_ms)
     }
@@ -416,19 +392,8 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9000\"\nshards = 3\n[limits]\nmax_body_bytes = 1000\n",
-        )
-        .unwrap();
-        let cli = Cli::try_parse_from([
-            "matchd",
-            "--config",
-            path.to_str().unwrap(),
-            "--shards",
-            "5",
-        ])
-        .unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nshards = 3\n[limits]\nmax_body_bytes = 1000\n").unwrap();
+        let cli = Cli::try_parse_from(["matchd", "--config", path.to_str().unwrap(), "--shards", "5"]).unwrap();
         let c = Config::from_cli(cli).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.shards, 5);
@@ -450,19 +415,13 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = Config::from_toml("listen = \"nope\"")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("listen = \"nope\"").unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = Config::from_toml("[limits]\nmax_connections_per_user = 0")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("[limits]\nmax_connections_per_user = 0").unwrap_err().to_string();
         assert!(e.contains("max_connections_per_user"), "{e}");
         let e = Config::from_toml("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = Config::from_toml("jwt_secret = \"short\"")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("jwt_secret = \"short\"").unwrap_err().to_string();
         assert!(e.contains("jwt_secret"), "{e}");
     }
 }

@@ -66,19 +66,12 @@ impl ApiError {
 
     /// The server is shutting down or an actor is gone: nothing was changed.
     pub fn shutting_down() -> ApiError {
-        ApiError::Unavailable(
-            "the server is shutting down; nothing was changed, retry on another node".into(),
-        )
+        ApiError::Unavailable("the server is shutting down; nothing was changed, retry on another node".into())
     }
 
     /// The JSON body, also used for WebSocket error frames.
     pub fn body_json(&self) -> String {
-        let body = ErrorBody {
-            error: ErrorInner {
-                code: self.code(),
-                message: self.to_string(),
-            },
-        };
+        let body = ErrorBody { error: ErrorInner { code: self.code(), message: self.to_string() } };
         serde_json::to_string(&body).unwrap_or_default()
     }
 }
@@ -121,10 +114,7 @@ mod tests {
             ApiError::SelfSwipe.body_json(),
             r#"{"error":{"code":"self_swipe","message":"you cannot swipe on yourself"}}"#
         );
-        assert_eq!(
-            ApiError::RateLimited(2).status_code(),
-            StatusCode::TOO_MANY_REQUESTS
-        );
+        assert_eq!(ApiError::RateLimited(2).status_code(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(ApiError::PayloadTooLarge(10).code(), "payload_too_large");
     }
 }

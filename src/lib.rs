@@ -7,6 +7,7 @@
 //! - [`queue`]: spin pools (`PoolCoordinator`), pairing rules, rooms, skip and presence.
 //! - [`session`]: per-user event logs and fan-out (`UserShard`), resume, the user's match index.
 //! - [`transport`]: WebSocket and SSE session actors (framing, heartbeats, outboxes).
+//! - [`persist`]: Redis persistence (group commit, records, keys); absent = in memory.
 //! - [`http`]: the route table, extractors and handlers.
 //! - [`node`]: the handles every part needs and the actions shared by HTTP and WebSocket.
 //! - [`auth`], [`limiter`], [`error`], [`metrics`], [`telemetry`], [`shutdown`].
@@ -25,6 +26,7 @@ pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod node;
+pub mod persist;
 pub mod protocol;
 pub mod queue;
 pub mod session;
@@ -69,19 +71,12 @@ impl Running {
         let drain = async {
             let stop = self.handle.stop(true);
             for shard in self.node.users.all() {
-                let _ = shard
-                    .send(CloseAll {
-                        reason: CloseReason::ShuttingDown,
-                    })
-                    .await;
+                let _ = shard.send(CloseAll { reason: CloseReason::ShuttingDown }).await;
             }
             stop.await;
         };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "shutdown grace period ran out; stopping anyway"
-            );
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period ran out; stopping anyway");
             self.handle.stop(false).await;
         }
         let _ = self.server.await;
@@ -102,20 +97,19 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let workers = config.workers;
     let grace_secs = config.timeouts.shutdown_grace_ms.div_ceil(1000);
     if config.dev_mode() {
-        tracing::warn!(secret = config::DEV_SECRET, "dev mode: no --jwt-secret, tokens are signed with the dev secret and POST /v1/dev/token is open");
-    }
-    if config.redis.is_none() {
         tracing::warn!(
-            "no --redis: state lives in memory on this single node and is lost when it stops"
+            secret = config::DEV_SECRET,
+            "dev mode: no --jwt-secret, tokens are signed with the dev secret and POST /v1/dev/token is open"
         );
     }
-    let node = Node::start(config);
+    if config.redis.is_none() {
+        tracing::warn!("no --redis: state lives in memory on this single node and is lost when it stops");
+    }
+    let node = Node::start(config).map_err(|e| std::io::Error::other(e.to_string()))?;
     let app_node = node.clone();
     let server = HttpServer::new(move || {
         let node = app_node.clone();
-        App::new()
-            .app_data(web::Data::new(node.clone()))
-            .configure(http::configure(&node))
+        App::new().app_data(web::Data::new(node.clone())).configure(http::configure(&node))
     })
     .workers(workers)
     .backlog(4096)
@@ -127,10 +121,5 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(%addr, node = %node.node_id, "matchd listening");
-    Ok(Running {
-        addr,
-        node,
-        handle,
-        server,
-    })
+    Ok(Running { addr, node, handle, server })
 }

@@ -20,20 +20,13 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(rate_per_sec: f64, burst: u32) -> Self {
-        RateLimiter {
-            rate: rate_per_sec,
-            burst: f64::from(burst),
-            buckets: DashMap::new(),
-        }
+        RateLimiter { rate: rate_per_sec, burst: f64::from(burst), buckets: DashMap::new() }
     }
 
     /// Takes one token for `user`, or says how long until one is available.
     pub fn check(&self, user: &UserId) -> Result<(), ApiError> {
         let now = Instant::now();
-        let mut b = self.buckets.entry(user.clone()).or_insert_with(|| Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
+        let mut b = self.buckets.entry(user.clone()).or_insert_with(|| Bucket { tokens: self.burst, updated: now });
         let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.updated = now;

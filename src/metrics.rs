@@ -5,8 +5,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The handles to every metric.
@@ -44,6 +44,16 @@ pub struct Metrics {
     pub rooms_closed: IntCounterVec,
     /// From a skip or leave to the partner's `room_closed` being written to a connection.
     pub room_closed_notify_seconds: HistogramVec,
+    /// Redis pipelines sent (each is one round trip).
+    pub persist_round_trips: IntCounter,
+    /// Redis commands sent (inside those pipelines).
+    pub persist_commands: IntCounter,
+    /// Redis pipelines that failed or timed out.
+    pub persist_errors: IntCounter,
+    /// Latency of one Redis pipeline.
+    pub persist_seconds: prometheus::Histogram,
+    /// Operations per group commit.
+    pub persist_batch_size: prometheus::Histogram,
     /// Internal consistency checks that failed (should stay 0; alert on any).
     pub invariant_violations: IntCounterVec,
 }
@@ -61,57 +71,33 @@ impl Metrics {
                 Opts::new("matchd_connections", "Open event streams by transport"),
                 &["transport"],
             )?,
-            connected_users: IntGauge::new(
-                "matchd_connected_users",
-                "Users with an open stream on this node",
-            )?,
-            events_delivered: IntCounter::new(
-                "matchd_events_delivered_total",
-                "Events written to connections",
-            )?,
+            connected_users: IntGauge::new("matchd_connected_users", "Users with an open stream on this node")?,
+            events_delivered: IntCounter::new("matchd_events_delivered_total", "Events written to connections")?,
             delivery_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "matchd_event_delivery_seconds",
-                    "Event creation to write on a connection",
-                )
-                .buckets(latency_buckets()),
+                HistogramOpts::new("matchd_event_delivery_seconds", "Event creation to write on a connection")
+                    .buckets(latency_buckets()),
                 &["transport"],
             )?,
             slow_consumers: IntCounter::new(
                 "matchd_slow_consumers_closed_total",
                 "Connections closed because their outbox was full",
             )?,
-            swipes: IntCounterVec::new(
-                Opts::new("matchd_swipes_total", "Swipes by outcome"),
-                &["outcome"],
-            )?,
+            swipes: IntCounterVec::new(Opts::new("matchd_swipes_total", "Swipes by outcome"), &["outcome"])?,
             matches: IntCounter::new("matchd_matches_total", "Matches created")?,
             unmatches: IntCounter::new("matchd_unmatches_total", "Matches ended by unmatch")?,
-            errors: IntCounterVec::new(
-                Opts::new("matchd_errors_total", "Errors answered by code"),
-                &["code"],
-            )?,
+            errors: IntCounterVec::new(Opts::new("matchd_errors_total", "Errors answered by code"), &["code"])?,
             action_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "matchd_action_seconds",
-                    "Action latency by action and transport",
-                )
-                .buckets(latency_buckets()),
+                HistogramOpts::new("matchd_action_seconds", "Action latency by action and transport")
+                    .buckets(latency_buckets()),
                 &["action", "transport"],
             )?,
-            queue_length: IntGaugeVec::new(
-                Opts::new("matchd_queue_length", "Users waiting by pool"),
-                &["pool"],
-            )?,
+            queue_length: IntGaugeVec::new(Opts::new("matchd_queue_length", "Users waiting by pool"), &["pool"])?,
             queue_wait_seconds: HistogramVec::new(
                 HistogramOpts::new("matchd_queue_wait_seconds", "Join to pairing by pool")
                     .buckets(exponential_buckets(0.0005, 2.0, 20).unwrap_or_default()),
                 &["pool"],
             )?,
-            pairings: IntCounterVec::new(
-                Opts::new("matchd_pairings_total", "Pairs formed by pool"),
-                &["pool"],
-            )?,
+            pairings: IntCounterVec::new(Opts::new("matchd_pairings_total", "Pairs formed by pool"), &["pool"])?,
             skips: IntCounter::new("matchd_skips_total", "Skips that closed a room")?,
             rooms_closed: IntCounterVec::new(
                 Opts::new("matchd_rooms_closed_total", "Rooms closed by reason"),
@@ -125,11 +111,19 @@ impl Metrics {
                 .buckets(latency_buckets()),
                 &["transport"],
             )?,
+            persist_round_trips: IntCounter::new("matchd_persist_round_trips_total", "Redis pipelines sent")?,
+            persist_commands: IntCounter::new("matchd_persist_commands_total", "Redis commands sent")?,
+            persist_errors: IntCounter::new("matchd_persist_errors_total", "Redis pipelines that failed")?,
+            persist_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new("matchd_persist_seconds", "Latency of one Redis pipeline")
+                    .buckets(latency_buckets()),
+            )?,
+            persist_batch_size: prometheus::Histogram::with_opts(
+                HistogramOpts::new("matchd_persist_batch_size", "Operations per group commit")
+                    .buckets(exponential_buckets(1.0, 2.0, 12).unwrap_or_default()),
+            )?,
             invariant_violations: IntCounterVec::new(
-                Opts::new(
-                    "matchd_invariant_violations_total",
-                    "Failed internal consistency checks",
-                ),
+                Opts::new("matchd_invariant_violations_total", "Failed internal consistency checks"),
                 &["check"],
             )?,
             registry,
@@ -145,15 +139,12 @@ impl Metrics {
         m.registry.register(Box::new(m.errors.clone()))?;
         m.registry.register(Box::new(m.action_seconds.clone()))?;
         m.registry.register(Box::new(m.queue_length.clone()))?;
-        m.registry
-            .register(Box::new(m.queue_wait_seconds.clone()))?;
+        m.registry.register(Box::new(m.queue_wait_seconds.clone()))?;
         m.registry.register(Box::new(m.pairings.clone()))?;
         m.registry.register(Box::new(m.skips.clone()))?;
         m.registry.register(Box::new(m.rooms_closed.clone()))?;
-        m.registry
-            .register(Box::new(m.room_closed_notify_seconds.clone()))?;
-        m.registry
-            .register(Box::new(m.invariant_violations.clone()))?;
+        m.registry.register(Box::new(m.room_closed_notify_seconds.clone()))?;
+        m.registry.register(Box::new(m.invariant_violations.clone()))?;
         Ok(m)
     }
 
@@ -170,9 +161,8 @@ impl Metrics {
 
 /// The process-wide metrics. Construction only fails on a duplicate or malformed metric name, which
 /// is a programming error caught by the first test that touches metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    Metrics::new().unwrap_or_else(|e| panic!("metric definitions are invalid: {e}"))
-});
+pub static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| Metrics::new().unwrap_or_else(|e| panic!("metric definitions are invalid: {e}")));
 
 /// Counts an error answered with contract code `code`.
 pub fn count_error(code: &str) {
@@ -183,15 +173,9 @@ pub fn count_error(code: &str) {
 pub fn delivered(event: &crate::protocol::Event, transport: &str) {
     let latency = event.created.elapsed().as_secs_f64();
     METRICS.events_delivered.inc();
-    METRICS
-        .delivery_seconds
-        .with_label_values(&[transport])
-        .observe(latency);
+    METRICS.delivery_seconds.with_label_values(&[transport]).observe(latency);
     if event.type_name == "room_closed" {
-        METRICS
-            .room_closed_notify_seconds
-            .with_label_values(&[transport])
-            .observe(latency);
+        METRICS.room_closed_notify_seconds.with_label_values(&[transport]).observe(latency);
     }
 }
 

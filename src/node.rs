@@ -15,12 +15,9 @@ use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::limiter::RateLimiter;
 use crate::metrics::METRICS;
-use crate::protocol::{
-    JoinRequest, JoinResponse, LeaveResponse, PoolName, PoolStatus, RoomId, SkipResponse,
-};
-use crate::protocol::{
-    MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId,
-};
+use crate::persist::{RedisStore, StoreError};
+use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolName, PoolStatus, RoomId, SkipResponse};
+use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId};
 use crate::queue::messages::{GetStatus, Join, Leave, Skip};
 use crate::queue::PoolRouter;
 use crate::session::messages::ListMatches;
@@ -50,6 +47,8 @@ pub struct NodeInner {
     next_request_id: AtomicU64,
     /// The shard threads; stopped when the node is dropped.
     arbiters: Vec<Arbiter>,
+    /// A connection for readiness checks (Redis mode).
+    probe: Option<RedisStore>,
 }
 
 impl Drop for NodeInner {
@@ -85,20 +84,38 @@ impl Via {
 
 impl Node {
     /// Starts the shard actors, each pair shard and user shard pair on its own arbiter (thread).
-    pub fn start(config: Config) -> Node {
+    /// Fails only if the Redis URL cannot be used.
+    pub fn start(config: Config) -> Result<Node, StoreError> {
+        // Each shard gets its own Redis connection, created on its own thread's runtime.
+        let redis_url = config.redis.clone();
+        let store_for = {
+            let (url, timeout, max) = (redis_url.clone(), config.persist_timeout(), config.limits.persist_batch_max);
+            move || -> Option<(RedisStore, usize)> {
+                let url = url.as_deref()?;
+                match RedisStore::connect_lazy(url, timeout) {
+                    Ok(store) => Some((store, max)),
+                    Err(e) => {
+                        // Checked below before any shard starts, so this cannot happen.
+                        tracing::error!(error = %e, "redis client could not be created");
+                        None
+                    }
+                }
+            }
+        };
+        let probe = match &redis_url {
+            Some(url) => Some(RedisStore::connect_lazy(url, config.persist_timeout())?),
+            None => None,
+        };
         let node_id: Arc<str> = Arc::from(config.node_id.as_str());
         let arbiters: Vec<Arbiter> = (0..config.shards).map(|_| Arbiter::new()).collect();
         let users = UserRouter::new(
             arbiters
                 .iter()
                 .map(|a| {
-                    let (limits, node_id, grace) = (
-                        config.limits.clone(),
-                        node_id.clone(),
-                        config.presence_grace(),
-                    );
+                    let (limits, node_id, grace) = (config.limits.clone(), node_id.clone(), config.presence_grace());
+                    let store_for = store_for.clone();
                     UserShard::start_in_arbiter(&a.handle(), move |_| {
-                        UserShard::new(limits, node_id, grace)
+                        UserShard::new(limits, node_id, grace, store_for())
                     })
                 })
                 .collect(),
@@ -108,9 +125,10 @@ impl Node {
                 .iter()
                 .enumerate()
                 .map(|(i, a)| {
-                    let (limits, users) = (config.limits.clone(), users.clone());
+                    let (limits, users, shards) = (config.limits.clone(), users.clone(), config.shards);
+                    let store_for = store_for.clone();
                     PairShard::start_in_arbiter(&a.handle(), move |_| {
-                        PairShard::new(i, users, limits)
+                        PairShard::new(i, shards, users, limits, store_for())
                     })
                 })
                 .collect(),
@@ -124,18 +142,14 @@ impl Node {
             config.timeouts.pool_rescan_ms,
         );
         for shard in users.all() {
-            shard.do_send(Wire(Links {
-                pairs: pairs.clone(),
-                pools: pools.clone(),
-            }));
+            shard.do_send(Wire(Links { pairs: pairs.clone(), pools: pools.clone() }));
         }
         let auth = Auth::new(config.secret());
-        let limiter =
-            RateLimiter::new(config.limits.actions_per_second, config.limits.action_burst);
+        let limiter = RateLimiter::new(config.limits.actions_per_second, config.limits.action_burst);
         let per_minute = |n: u32| RateLimiter::new(f64::from(n) / 60.0, n);
         let join_limiter = per_minute(config.limits.joins_per_minute);
         let skip_limiter = per_minute(config.limits.skips_per_minute);
-        Node {
+        Ok(Node {
             inner: Arc::new(NodeInner {
                 config,
                 node_id,
@@ -149,7 +163,16 @@ impl Node {
                 next_session_id: AtomicU64::new(1),
                 next_request_id: AtomicU64::new(1),
                 arbiters,
+                probe,
             }),
+        })
+    }
+
+    /// Whether persistence answers (always true in memory mode).
+    pub async fn persistence_ready(&self) -> Result<(), StoreError> {
+        match &self.probe {
+            Some(store) => store.ping().await,
+            None => Ok(()),
         }
     }
 
@@ -175,10 +198,7 @@ impl Node {
         request_id: u64,
         via: Via,
     ) -> Result<SwipeResponse, ApiError> {
-        let timer = METRICS
-            .action_seconds
-            .with_label_values(&["swipe", via.as_str()])
-            .start_timer();
+        let timer = METRICS.action_seconds.with_label_values(&["swipe", via.as_str()]).start_timer();
         if *actor == req.target {
             return Err(ApiError::SelfSwipe);
         }
@@ -190,16 +210,13 @@ impl Node {
             swipe_id: req.swipe_id,
             request_id,
         };
-        let res = self
-            .pairs
-            .for_pair(actor, &req.target)
-            .send(msg)
-            .timeout(self.config.action_timeout())
-            .await
-            .map_err(|e| match e {
-                actix::MailboxError::Timeout => Self::timed_out(),
-                other => ApiError::from(other),
-            })?;
+        let res =
+            self.pairs.for_pair(actor, &req.target).send(msg).timeout(self.config.action_timeout()).await.map_err(
+                |e| match e {
+                    actix::MailboxError::Timeout => Self::timed_out(),
+                    other => ApiError::from(other),
+                },
+            )?;
         timer.observe_duration();
         res
     }
@@ -212,26 +229,15 @@ impl Node {
         request_id: u64,
         via: Via,
     ) -> Result<UnmatchResponse, ApiError> {
-        let _timer = METRICS
-            .action_seconds
-            .with_label_values(&["unmatch", via.as_str()])
-            .start_timer();
+        let _timer = METRICS.action_seconds.with_label_values(&["unmatch", via.as_str()]).start_timer();
         self.limiter.check(actor)?;
-        let slot = match_id
-            .slot()
-            .ok_or_else(|| ApiError::NotFound(format!("no match {match_id}")))?;
+        let slot = match_id.slot().ok_or_else(|| ApiError::NotFound(format!("no match {match_id}")))?;
         self.pairs
             .for_slot(slot)
-            .send(Unmatch {
-                by: actor.clone(),
-                match_id,
-                request_id,
-            })
+            .send(Unmatch { by: actor.clone(), match_id, request_id })
             .timeout(self.config.action_timeout())
             .await??;
-        Ok(UnmatchResponse {
-            status: "unmatched".into(),
-        })
+        Ok(UnmatchResponse { status: "unmatched".into() })
     }
 
     /// `actor`'s active matches.
@@ -239,61 +245,34 @@ impl Node {
         let mut matches = self
             .users
             .for_user(actor)
-            .send(ListMatches {
-                user: actor.clone(),
-            })
+            .send(ListMatches { user: actor.clone() })
             .timeout(self.config.action_timeout())
-            .await?;
+            .await??;
         matches.sort_by_key(|m| m.created_at);
         Ok(MatchesResponse { matches })
     }
 
     /// `actor` spins in `ticket.pool`.
-    pub async fn join_queue(
-        &self,
-        actor: &UserId,
-        ticket: JoinRequest,
-        via: Via,
-    ) -> Result<JoinResponse, ApiError> {
-        let _timer = METRICS
-            .action_seconds
-            .with_label_values(&["join_queue", via.as_str()])
-            .start_timer();
+    pub async fn join_queue(&self, actor: &UserId, ticket: JoinRequest, via: Via) -> Result<JoinResponse, ApiError> {
+        let _timer = METRICS.action_seconds.with_label_values(&["join_queue", via.as_str()]).start_timer();
         ticket.validate().map_err(ApiError::BadRequest)?;
         self.join_limiter.check(actor)?;
         self.users
             .for_user(actor)
-            .send(Join {
-                user: actor.clone(),
-                ticket,
-            })
+            .send(Join { user: actor.clone(), ticket })
             .timeout(self.config.action_timeout())
             .await?
     }
 
     /// `actor` leaves whatever queue they wait in.
     pub async fn leave_queue(&self, actor: &UserId, via: Via) -> Result<LeaveResponse, ApiError> {
-        let _timer = METRICS
-            .action_seconds
-            .with_label_values(&["leave_queue", via.as_str()])
-            .start_timer();
-        self.users
-            .for_user(actor)
-            .send(Leave {
-                user: actor.clone(),
-            })
-            .timeout(self.config.action_timeout())
-            .await?
+        let _timer = METRICS.action_seconds.with_label_values(&["leave_queue", via.as_str()]).start_timer();
+        self.users.for_user(actor).send(Leave { user: actor.clone() }).timeout(self.config.action_timeout()).await?
     }
 
     /// How many wait in `pool`, and the estimated wait.
     pub async fn pool_status(&self, pool: &PoolName) -> Result<PoolStatus, ApiError> {
-        Ok(self
-            .pools
-            .get(pool)?
-            .send(GetStatus)
-            .timeout(self.config.action_timeout())
-            .await?)
+        Ok(self.pools.get(pool)?.send(GetStatus).timeout(self.config.action_timeout()).await?)
     }
 
     /// `actor` skips `room_id`; `requeue` (default true) puts them back in line.
@@ -305,23 +284,13 @@ impl Node {
         request_id: u64,
         via: Via,
     ) -> Result<SkipResponse, ApiError> {
-        let _timer = METRICS
-            .action_seconds
-            .with_label_values(&["skip", via.as_str()])
-            .start_timer();
+        let _timer = METRICS.action_seconds.with_label_values(&["skip", via.as_str()]).start_timer();
         self.skip_limiter.check(actor)?;
-        let slot = room_id
-            .slot()
-            .ok_or_else(|| ApiError::NotFound(format!("no room {room_id}")))?;
+        let slot = room_id.slot().ok_or_else(|| ApiError::NotFound(format!("no room {room_id}")))?;
         let mut res = self
             .pairs
             .for_slot(slot)
-            .send(Skip {
-                by: actor.clone(),
-                room_id,
-                requeue,
-                request_id,
-            })
+            .send(Skip { by: actor.clone(), room_id, requeue, request_id })
             .timeout(self.config.action_timeout())
             .await??;
         if res.requeued && !requeue {

@@ -37,7 +37,7 @@ pub enum UnmatchError {
 }
 
 /// Everything known about one pair. Sides are indexed as in `PairKey` (0 = low id, 1 = high id).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PairState {
     /// Each side's latest swipe on the other, if any.
     likes: [Option<Direction>; 2],
@@ -64,11 +64,7 @@ impl PairState {
     ) -> SwipeDecision {
         if let Some(id) = swipe_id {
             if let Some((_, reply)) = self.seen[side].iter().find(|(seen, _)| seen == id) {
-                return SwipeDecision {
-                    reply: reply.clone(),
-                    replayed: true,
-                    effects: SmallVec::new(),
-                };
+                return SwipeDecision { reply: reply.clone(), replayed: true, effects: SmallVec::new() };
             }
         }
         let mut effects = SmallVec::new();
@@ -76,10 +72,7 @@ impl PairState {
         let reply = match direction {
             Direction::Right => {
                 if let Some(m) = &self.active {
-                    SwipeResponse {
-                        status: SwipeStatus::Matched,
-                        match_: Some(m.clone()),
-                    }
+                    SwipeResponse { status: SwipeStatus::Matched, match_: Some(m.clone()) }
                 } else if self.likes[1 - side] == Some(Direction::Right) {
                     let m = Match {
                         match_id: new_match_id(),
@@ -88,22 +81,13 @@ impl PairState {
                     };
                     self.active = Some(m.clone());
                     effects.push(Effect::MatchCreated(m.clone()));
-                    SwipeResponse {
-                        status: SwipeStatus::Matched,
-                        match_: Some(m),
-                    }
+                    SwipeResponse { status: SwipeStatus::Matched, match_: Some(m) }
                 } else {
-                    SwipeResponse {
-                        status: SwipeStatus::Pending,
-                        match_: None,
-                    }
+                    SwipeResponse { status: SwipeStatus::Pending, match_: None }
                 }
             }
             // A left swipe withdraws a pending like but never undoes a match (that is unmatch).
-            Direction::Left => SwipeResponse {
-                status: SwipeStatus::Passed,
-                match_: self.active.clone(),
-            },
+            Direction::Left => SwipeResponse { status: SwipeStatus::Passed, match_: self.active.clone() },
         };
         if let Some(id) = swipe_id {
             let seen = &mut self.seen[side];
@@ -112,19 +96,11 @@ impl PairState {
             }
             seen.push_back((id.clone(), reply.clone()));
         }
-        SwipeDecision {
-            reply,
-            replayed: false,
-            effects,
-        }
+        SwipeDecision { reply, replayed: false, effects }
     }
 
     /// Ends the active match `match_id` on behalf of `by`. Repeating it answers the same, changing nothing.
-    pub fn unmatch(
-        &mut self,
-        match_id: &MatchId,
-        by: &UserId,
-    ) -> Result<Option<Effect>, UnmatchError> {
+    pub fn unmatch(&mut self, match_id: &MatchId, by: &UserId) -> Result<Option<Effect>, UnmatchError> {
         match &self.active {
             Some(m) if m.match_id == *match_id => {
                 let m = m.clone();
@@ -132,10 +108,7 @@ impl PairState {
                 // Both must like each other again to match again.
                 self.likes = [None, None];
                 self.ended.push(m.match_id.clone());
-                Ok(Some(Effect::Unmatched {
-                    match_: m,
-                    by: by.clone(),
-                }))
+                Ok(Some(Effect::Unmatched { match_: m, by: by.clone() }))
             }
             _ if self.ended.contains(match_id) => Ok(None),
             _ => Err(UnmatchError::NotFound),
@@ -161,9 +134,7 @@ mod tests {
 
     fn swipe(p: &mut PairState, side: usize, d: Direction, id: Option<&str>) -> SwipeDecision {
         let id = id.map(|s| SwipeId::parse(s).unwrap());
-        p.swipe(&key(), side, d, id.as_ref(), 1, 4, || {
-            MatchId::parse("1.m").unwrap()
-        })
+        p.swipe(&key(), side, d, id.as_ref(), 1, 4, || MatchId::parse("1.m").unwrap())
     }
 
     #[test]
@@ -186,14 +157,8 @@ mod tests {
     fn left_withdraws_a_pending_like_but_not_a_match() {
         let mut p = PairState::default();
         swipe(&mut p, 0, Direction::Right, None);
-        assert_eq!(
-            swipe(&mut p, 0, Direction::Left, None).reply.status,
-            SwipeStatus::Passed
-        );
-        assert_eq!(
-            swipe(&mut p, 1, Direction::Right, None).reply.status,
-            SwipeStatus::Pending
-        );
+        assert_eq!(swipe(&mut p, 0, Direction::Left, None).reply.status, SwipeStatus::Passed);
+        assert_eq!(swipe(&mut p, 1, Direction::Right, None).reply.status, SwipeStatus::Pending);
         let m = swipe(&mut p, 0, Direction::Right, None);
         assert_eq!(m.reply.status, SwipeStatus::Matched);
         let l = swipe(&mut p, 1, Direction::Left, None);
@@ -210,33 +175,18 @@ mod tests {
         assert!(again.replayed);
         assert_eq!(again.reply, first.reply);
         // The replay did not re-like: the other side's right swipe is still only pending.
-        assert_eq!(
-            swipe(&mut p, 1, Direction::Right, None).reply.status,
-            SwipeStatus::Pending
-        );
+        assert_eq!(swipe(&mut p, 1, Direction::Right, None).reply.status, SwipeStatus::Pending);
     }
 
     #[test]
     fn unmatch_ends_the_match_once() {
         let mut p = PairState::default();
         swipe(&mut p, 0, Direction::Right, None);
-        let m = swipe(&mut p, 1, Direction::Right, None)
-            .reply
-            .match_
-            .unwrap();
-        assert!(matches!(
-            p.unmatch(&m.match_id, &u("alice")),
-            Ok(Some(Effect::Unmatched { .. }))
-        ));
+        let m = swipe(&mut p, 1, Direction::Right, None).reply.match_.unwrap();
+        assert!(matches!(p.unmatch(&m.match_id, &u("alice")), Ok(Some(Effect::Unmatched { .. }))));
         assert_eq!(p.unmatch(&m.match_id, &u("alice")), Ok(None));
-        assert_eq!(
-            p.unmatch(&MatchId::parse("1.other").unwrap(), &u("bob")),
-            Err(UnmatchError::NotFound)
-        );
+        assert_eq!(p.unmatch(&MatchId::parse("1.other").unwrap(), &u("bob")), Err(UnmatchError::NotFound));
         // Likes were cleared: one new right swipe is only pending.
-        assert_eq!(
-            swipe(&mut p, 0, Direction::Right, None).reply.status,
-            SwipeStatus::Pending
-        );
+        assert_eq!(swipe(&mut p, 0, Direction::Right, None).reply.status, SwipeStatus::Pending);
     }
 }

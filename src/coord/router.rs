@@ -14,9 +14,7 @@ pub struct ShardRouter {
 
 impl ShardRouter {
     pub fn new(shards: Vec<Addr<PairShard>>) -> Self {
-        ShardRouter {
-            shards: shards.into(),
-        }
+        ShardRouter { shards: shards.into() }
     }
 
     /// The shard owning slot `slot`.

@@ -2,25 +2,130 @@
 //! pair whose slot maps to it and applies their commands one at a time, so there are no locks and
 //! no check-then-set on the decision path (I1, I3). After deciding, it hands events to the users'
 //! own shards, which number and deliver them.
+//!
+//! With Redis (see `persist`), decisions still happen here in memory, one at a time; what changes
+//! is when callers hear back: a decision joins the shard's next batch, and its reply and events go
+//! out only after that batch is committed (I7). A pair not in memory is loaded first, with later
+//! commands for it queued behind the load in arrival order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, ContextFutureSpawner, Handler, ResponseFuture, WrapFuture};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::messages::{Swipe, Unmatch};
 use super::pair_state::{Effect, PairState, UnmatchError};
-use super::slot::PairKey;
+use super::slot::{shard_of, PairKey, SLOT_COUNT};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::persist::records::{OutboxEntry, PairRecord};
+use crate::persist::store::text;
+use crate::persist::{keys, RedisStore, StoreError};
 use crate::protocol::{unix_ms, EventKind, MatchId, RoomId, SwipeResponse, SwipeStatus};
 use crate::queue::room::RoomState;
+use crate::session::messages::EffectRef;
 use crate::session::{IndexChange, UserRouter};
+
+/// How often closed rooms are swept.
+const ROOM_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a committed outbox entry may stay unconfirmed before it is published again.
+const OUTBOX_RETRY: Duration = Duration::from_secs(1);
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A command waiting to be decided.
+enum Cmd {
+    Swipe(Swipe, Reply<SwipeResponse>),
+    Unmatch(Unmatch, Reply<()>),
+}
+
+/// A decided answer waiting for its batch to commit.
+enum Waiter {
+    Swipe(Reply<SwipeResponse>, Result<SwipeResponse, ApiError>),
+    Unmatch(Reply<()>, Result<(), ApiError>),
+}
+
+impl Waiter {
+    fn release(self) {
+        match self {
+            Waiter::Swipe(tx, r) => drop(tx.send(r)),
+            Waiter::Unmatch(tx, r) => drop(tx.send(r)),
+        }
+    }
+
+    fn fail(self, err: &ApiError) {
+        match self {
+            Waiter::Swipe(tx, _) => drop(tx.send(Err(err.clone()))),
+            Waiter::Unmatch(tx, _) => drop(tx.send(Err(err.clone()))),
+        }
+    }
+}
+
+impl Cmd {
+    fn fail(self, err: &ApiError) {
+        match self {
+            Cmd::Swipe(_, tx) => drop(tx.send(Err(err.clone()))),
+            Cmd::Unmatch(_, tx) => drop(tx.send(Err(err.clone()))),
+        }
+    }
+}
+
+/// An outbox entry as the shard tracks it.
+struct Owed {
+    entry: OutboxEntry,
+    /// In Redis: only committed entries may be published.
+    committed: bool,
+    last_sent: Option<Instant>,
+}
+
+/// One group commit's worth of work.
+#[derive(Default)]
+struct Batch {
+    dirty: HashSet<PairKey>,
+    match_keys: Vec<(MatchId, PairKey)>,
+    loads: Vec<PairKey>,
+    lookups: Vec<MatchId>,
+    waiters: Vec<Waiter>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.dirty.is_empty() && self.loads.is_empty() && self.lookups.is_empty() && self.waiters.is_empty()
+    }
+
+    fn ops(&self) -> usize {
+        self.dirty.len() + self.loads.len() + self.lookups.len() + self.waiters.len()
+    }
+}
+
+/// What a sent batch expects back, command by command.
+enum Expect {
+    Ignore,
+    Pair(PairKey),
+    MatchOwner(MatchId),
+}
+
+/// Redis-mode state of the shard.
+struct Durable {
+    store: RedisStore,
+    /// Effects owed to users, per pair (mirrors the stored outboxes).
+    outbox: HashMap<PairKey, Vec<Owed>>,
+    next: Batch,
+    in_flight: bool,
+    flush_queued: bool,
+    loading: HashMap<PairKey, Vec<Cmd>>,
+    looking_up: HashMap<MatchId, Vec<Cmd>>,
+    max_batch: usize,
+}
 
 /// The owner of a share of all pairs.
 pub struct PairShard {
-    /// Position among the node's shards, for logs.
+    /// Position among the node's shards.
     index: usize,
+    shards: usize,
     pairs: HashMap<PairKey, PairState>,
     /// Match id -> pair, so `DELETE /v1/matches/{id}` finds its pair.
     match_pairs: HashMap<MatchId, PairKey>,
@@ -29,66 +134,126 @@ pub struct PairShard {
     limits: Limits,
     /// Rooms of this shard's pairs (see `queue::room`).
     pub(crate) rooms: HashMap<RoomId, RoomState>,
+    durable: Option<Durable>,
+}
+
+/// Asks the shard to send its pending batch (queued behind messages already in the mailbox, so
+/// everything that arrived meanwhile joins the batch).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+/// A user shard has these effects of `pair` in the named users' logs (durably, with Redis).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct EffectsPersisted {
+    pub pair: PairKey,
+    /// (effect id, user) pairs.
+    pub confirmed: Vec<(String, crate::protocol::UserId)>,
 }
 
 impl PairShard {
-    pub fn new(index: usize, users: UserRouter, limits: Limits) -> Self {
+    pub fn new(
+        index: usize,
+        shards: usize,
+        users: UserRouter,
+        limits: Limits,
+        store: Option<(RedisStore, usize)>,
+    ) -> Self {
         PairShard {
             index,
+            shards,
             pairs: HashMap::new(),
             match_pairs: HashMap::new(),
             users,
             limits,
             rooms: HashMap::new(),
+            durable: store.map(|(store, max_batch)| Durable {
+                store,
+                outbox: HashMap::new(),
+                next: Batch::default(),
+                in_flight: false,
+                flush_queued: false,
+                loading: HashMap::new(),
+                looking_up: HashMap::new(),
+                max_batch,
+            }),
         }
     }
 
-    /// Carries out a decision's effect: index the match and tell both users.
-    fn apply(&mut self, key: &PairKey, effect: Effect) {
-        match effect {
-            Effect::MatchCreated(m) => {
-                METRICS.matches.inc();
-                self.match_pairs.insert(m.match_id.clone(), key.clone());
-                for user in &m.users {
-                    self.users.publish(
-                        user,
-                        EventKind::Match { match_: m.clone() },
-                        IndexChange::AddMatch(m.clone()),
-                    );
+    /// Takes a command: decides it now if its pair is in memory, else loads the pair first.
+    fn submit(&mut self, cmd: Cmd, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_mut() else { return self.execute(cmd, ctx) };
+        let key = match &cmd {
+            Cmd::Swipe(m, _) => match PairKey::new(&m.from, &m.to) {
+                Some(k) => k,
+                None => return self.execute(cmd, ctx),
+            },
+            Cmd::Unmatch(m, _) => match self.match_pairs.get(&m.match_id) {
+                Some(k) => k.clone(),
+                None => {
+                    if m.match_id.slot().is_none() {
+                        return self.execute(cmd, ctx);
+                    }
+                    let id = m.match_id.clone();
+                    let waiting = d.looking_up.entry(id.clone()).or_default();
+                    if waiting.is_empty() {
+                        d.next.lookups.push(id);
+                    }
+                    waiting.push(cmd);
+                    return self.schedule_flush(ctx);
                 }
+            },
+        };
+        if self.pairs.contains_key(&key) {
+            return self.execute(cmd, ctx);
+        }
+        let waiting = d.loading.entry(key.clone()).or_default();
+        if waiting.is_empty() {
+            d.next.loads.push(key);
+        }
+        waiting.push(cmd);
+        self.schedule_flush(ctx);
+    }
+
+    /// Makes sure `key` is (being) loaded, with no command waiting on it (recovery sweep).
+    fn ensure_loaded(&mut self, key: PairKey, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_mut() else { return };
+        if self.pairs.contains_key(&key) || d.loading.contains_key(&key) {
+            return;
+        }
+        d.loading.insert(key.clone(), Vec::new());
+        d.next.loads.push(key);
+        self.schedule_flush(ctx);
+    }
+
+    /// Decides `cmd` on the in-memory state.
+    fn execute(&mut self, cmd: Cmd, ctx: &mut Context<Self>) {
+        match cmd {
+            Cmd::Swipe(msg, tx) => {
+                let result = self.decide_swipe(&msg);
+                self.answer(Waiter::Swipe(tx, result), ctx);
             }
-            Effect::Unmatched { match_, by } => {
-                METRICS.unmatches.inc();
-                for user in &match_.users {
-                    self.users.publish(
-                        user,
-                        EventKind::Unmatched {
-                            match_id: match_.match_id.clone(),
-                            by: by.clone(),
-                        },
-                        IndexChange::RemoveMatch(match_.match_id.clone()),
-                    );
-                }
+            Cmd::Unmatch(msg, tx) => {
+                let result = self.decide_unmatch(&msg);
+                self.answer(Waiter::Unmatch(tx, result), ctx);
             }
         }
     }
-}
 
-/// How often closed rooms are swept.
-const ROOM_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl Actor for PairShard {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(ROOM_SWEEP_INTERVAL, |act, _| act.sweep_rooms(unix_ms()));
+    /// Replies now (memory) or after the next commit (Redis), so no answer reveals state that is
+    /// not yet durable, even a read-only one.
+    fn answer(&mut self, waiter: Waiter, ctx: &mut Context<Self>) {
+        match self.durable.as_mut() {
+            None => waiter.release(),
+            Some(d) => {
+                d.next.waiters.push(waiter);
+                self.schedule_flush(ctx);
+            }
+        }
     }
-}
 
-impl Handler<Swipe> for PairShard {
-    type Result = Result<SwipeResponse, ApiError>;
-
-    fn handle(&mut self, msg: Swipe, _: &mut Context<Self>) -> Self::Result {
+    fn decide_swipe(&mut self, msg: &Swipe) -> Result<SwipeResponse, ApiError> {
         let key = PairKey::new(&msg.from, &msg.to).ok_or(ApiError::SelfSwipe)?;
         // `from` is one of the two users by construction of the key.
         let side = usize::from(key.low != msg.from);
@@ -111,37 +276,396 @@ impl Handler<Swipe> for PairShard {
         };
         METRICS.swipes.with_label_values(&[outcome]).inc();
         tracing::debug!(request_id = msg.request_id, shard = self.index, from = %msg.from, to = %msg.to, outcome, "swipe decided");
+        if !decision.replayed {
+            self.mark_dirty(&key);
+        }
         for effect in decision.effects {
             self.apply(&key, effect);
         }
         Ok(decision.reply)
     }
-}
 
-impl Handler<Unmatch> for PairShard {
-    type Result = Result<(), ApiError>;
-
-    fn handle(&mut self, msg: Unmatch, _: &mut Context<Self>) -> Self::Result {
+    fn decide_unmatch(&mut self, msg: &Unmatch) -> Result<(), ApiError> {
         let not_found = || ApiError::NotFound(format!("no match {}", msg.match_id));
-        let key = self
-            .match_pairs
-            .get(&msg.match_id)
-            .cloned()
-            .ok_or_else(not_found)?;
+        let key = self.match_pairs.get(&msg.match_id).cloned().ok_or_else(not_found)?;
         if key.side_of(&msg.by).is_none() {
-            return Err(ApiError::Forbidden(
-                "you are not a member of this match".into(),
-            ));
+            return Err(ApiError::Forbidden("you are not a member of this match".into()));
         }
         let state = self.pairs.get_mut(&key).ok_or_else(not_found)?;
         match state.unmatch(&msg.match_id, &msg.by) {
             Ok(Some(effect)) => {
                 tracing::debug!(request_id = msg.request_id, match_id = %msg.match_id, by = %msg.by, "unmatched");
+                self.mark_dirty(&key);
                 self.apply(&key, effect);
                 Ok(())
             }
             Ok(None) => Ok(()),
             Err(UnmatchError::NotFound) => Err(not_found()),
+        }
+    }
+
+    fn mark_dirty(&mut self, key: &PairKey) {
+        if let Some(d) = self.durable.as_mut() {
+            d.next.dirty.insert(key.clone());
+        }
+    }
+
+    /// Carries out a decision's effect: index the match and owe both users their event.
+    fn apply(&mut self, key: &PairKey, effect: Effect) {
+        let entries: Vec<OutboxEntry> = match effect {
+            Effect::MatchCreated(m) => {
+                METRICS.matches.inc();
+                self.match_pairs.insert(m.match_id.clone(), key.clone());
+                if let Some(d) = self.durable.as_mut() {
+                    d.next.match_keys.push((m.match_id.clone(), key.clone()));
+                }
+                m.users
+                    .iter()
+                    .map(|user| OutboxEntry {
+                        effect_id: format!("match:{}", m.match_id),
+                        user: user.clone(),
+                        kind: EventKind::Match { match_: m.clone() },
+                        change: IndexChange::AddMatch(m.clone()),
+                    })
+                    .collect()
+            }
+            Effect::Unmatched { match_, by } => {
+                METRICS.unmatches.inc();
+                match_
+                    .users
+                    .iter()
+                    .map(|user| OutboxEntry {
+                        effect_id: format!("unmatch:{}", match_.match_id),
+                        user: user.clone(),
+                        kind: EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone() },
+                        change: IndexChange::RemoveMatch(match_.match_id.clone()),
+                    })
+                    .collect()
+            }
+        };
+        match self.durable.as_mut() {
+            // In memory the event goes straight to the user's log.
+            None => {
+                for e in entries {
+                    self.users.publish(&e.user, e.kind, e.change, None);
+                }
+            }
+            // With Redis it is owed until the batch commits and the user's log confirms it.
+            Some(d) => d.outbox.entry(key.clone()).or_default().extend(entries.into_iter().map(|entry| Owed {
+                entry,
+                committed: false,
+                last_sent: None,
+            })),
+        }
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_mut() else { return };
+        if d.in_flight || d.next.is_empty() {
+            return;
+        }
+        if d.next.ops() >= d.max_batch {
+            d.flush_queued = false;
+            self.flush(ctx);
+        } else if !d.flush_queued {
+            d.flush_queued = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    /// Sends the pending batch as one atomic pipeline.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_mut() else { return };
+        if d.in_flight || d.next.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut d.next);
+        d.in_flight = true;
+        METRICS.persist_batch_size.observe(batch.ops() as f64);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut expect = Vec::new();
+        for key in &batch.dirty {
+            let owed = d.outbox.get(key);
+            let record = PairRecord {
+                state: self.pairs.get(key).cloned().unwrap_or_default(),
+                outbox: owed.map(|o| o.iter().map(|o| o.entry.clone()).collect()).unwrap_or_default(),
+            };
+            let json = serde_json::to_string(&record).unwrap_or_default();
+            pipe.cmd("SET").arg(keys::pair(key)).arg(json);
+            expect.push(Expect::Ignore);
+            let has_outbox = owed.is_some_and(|o| !o.is_empty());
+            pipe.cmd(if has_outbox { "SADD" } else { "SREM" })
+                .arg(keys::outbox(key.slot()))
+                .arg(keys::pair_member(key));
+            expect.push(Expect::Ignore);
+        }
+        for (id, key) in &batch.match_keys {
+            pipe.cmd("SET").arg(keys::match_owner(key.slot(), id)).arg(keys::pair_member(key));
+            expect.push(Expect::Ignore);
+        }
+        for key in &batch.loads {
+            pipe.cmd("GET").arg(keys::pair(key));
+            expect.push(Expect::Pair(key.clone()));
+        }
+        for id in &batch.lookups {
+            pipe.cmd("GET").arg(keys::match_owner(id.slot().unwrap_or(0), id));
+            expect.push(Expect::MatchOwner(id.clone()));
+        }
+        let store = d.store.clone();
+        let commands = expect.len();
+        async move {
+            if commands == 0 {
+                Ok(Vec::new())
+            } else {
+                store.run(pipe, commands).await
+            }
+        }
+        .into_actor(self)
+        .map(move |res, act, ctx| act.committed(batch, expect, res, ctx))
+        .spawn(ctx);
+    }
+
+    /// A batch came back: release its answers and events, or fail everything that depended on it.
+    fn committed(
+        &mut self,
+        batch: Batch,
+        expect: Vec<Expect>,
+        res: Result<Vec<redis::Value>, StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let values = match res {
+            Ok(v) if v.len() == expect.len() => v,
+            Ok(v) => {
+                let e = StoreError::Corrupt {
+                    key: "batch".into(),
+                    message: format!("{} replies for {} commands", v.len(), expect.len()),
+                };
+                return self.batch_failed(batch, e, ctx);
+            }
+            Err(e) => return self.batch_failed(batch, e, ctx),
+        };
+        let Some(d) = self.durable.as_mut() else { return };
+        d.in_flight = false;
+        // The writes are durable: their outbox entries may go out now.
+        for key in &batch.dirty {
+            if let Some(owed) = d.outbox.get_mut(key) {
+                for o in owed.iter_mut() {
+                    o.committed = true;
+                }
+            }
+        }
+        for w in batch.waiters {
+            w.release();
+        }
+        for key in &batch.dirty {
+            self.publish_owed(key);
+        }
+        for (value, exp) in values.iter().zip(expect) {
+            match exp {
+                Expect::Ignore => {}
+                Expect::Pair(key) => self.loaded(key, value, ctx),
+                Expect::MatchOwner(id) => {
+                    let owner = text(value).and_then(|s| keys::parse_pair_member(&s));
+                    let cmds = self.durable.as_mut().and_then(|d| d.looking_up.remove(&id)).unwrap_or_default();
+                    if let Some(key) = owner {
+                        self.match_pairs.insert(id, key);
+                    }
+                    for cmd in cmds {
+                        match &cmd {
+                            // Known now (or known absent): load the pair or answer not found.
+                            Cmd::Unmatch(m, _) if !self.match_pairs.contains_key(&m.match_id) => self.execute(cmd, ctx),
+                            _ => self.submit(cmd, ctx),
+                        }
+                    }
+                }
+            }
+        }
+        self.schedule_flush(ctx);
+    }
+
+    /// A pair's stored record arrived: install it, re-publish what it still owes, run its queue.
+    fn loaded(&mut self, key: PairKey, value: &redis::Value, ctx: &mut Context<Self>) {
+        let record = match text(value) {
+            None => PairRecord::default(),
+            Some(json) => match serde_json::from_str::<PairRecord>(&json) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(key = %keys::pair(&key), error = %e, "unreadable pair record");
+                    let cmds = self.durable.as_mut().and_then(|d| d.loading.remove(&key)).unwrap_or_default();
+                    let err = ApiError::Unavailable("this pair's stored state is unreadable".into());
+                    cmds.into_iter().for_each(|c| c.fail(&err));
+                    return;
+                }
+            },
+        };
+        if let Some(m) = record.state.active_match() {
+            self.match_pairs.insert(m.match_id.clone(), key.clone());
+        }
+        self.pairs.insert(key.clone(), record.state);
+        let Some(d) = self.durable.as_mut() else { return };
+        if !record.outbox.is_empty() {
+            d.outbox.insert(
+                key.clone(),
+                record.outbox.into_iter().map(|entry| Owed { entry, committed: true, last_sent: None }).collect(),
+            );
+        }
+        let cmds = d.loading.remove(&key).unwrap_or_default();
+        self.publish_owed(&key);
+        for cmd in cmds {
+            self.execute(cmd, ctx);
+        }
+    }
+
+    /// The batch failed: nothing in it (or decided on top of it) is acknowledged; forget the cache
+    /// so the next touch reloads the truth from Redis.
+    fn batch_failed(&mut self, batch: Batch, e: StoreError, ctx: &mut Context<Self>) {
+        let err = ApiError::from(e);
+        let Some(d) = self.durable.as_mut() else { return };
+        d.in_flight = false;
+        let next = std::mem::take(&mut d.next);
+        for w in batch.waiters.into_iter().chain(next.waiters) {
+            w.fail(&err);
+        }
+        for (_, cmds) in d.loading.drain() {
+            cmds.into_iter().for_each(|c| c.fail(&err));
+        }
+        for (_, cmds) in d.looking_up.drain() {
+            cmds.into_iter().for_each(|c| c.fail(&err));
+        }
+        d.outbox.clear();
+        self.pairs.clear();
+        self.match_pairs.clear();
+        // Anything queued meanwhile was failed above; nothing is left to send.
+        let _ = ctx;
+    }
+
+    /// Publishes the committed, unconfirmed effects of `key` to their users.
+    fn publish_owed(&mut self, key: &PairKey) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let Some(owed) = d.outbox.get_mut(key) else { return };
+        let now = Instant::now();
+        for o in owed.iter_mut().filter(|o| o.committed) {
+            o.last_sent = Some(now);
+            let effect = EffectRef { id: o.entry.effect_id.clone(), pair: key.clone() };
+            self.users.publish(&o.entry.user, o.entry.kind.clone(), o.entry.change.clone(), Some(effect));
+        }
+    }
+
+    /// Re-publishes effects that were not confirmed in time (a user shard's batch failed).
+    fn retry_outbox(&mut self) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let now = Instant::now();
+        let stale: Vec<PairKey> = d
+            .outbox
+            .iter()
+            .filter(|(_, owed)| owed.iter().any(|o| o.committed && o.last_sent.is_none_or(|t| now - t >= OUTBOX_RETRY)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            self.publish_owed(&key);
+        }
+    }
+
+    /// Loads every pair of this shard's slots that still owes events (after a crash).
+    fn recover_outboxes(&mut self, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_ref() else { return };
+        let (index, shards) = (self.index, self.shards);
+        let slots: Vec<u16> = (0..SLOT_COUNT).filter(|s| shard_of(*s, shards) == index).collect();
+        let mut pipe = redis::pipe();
+        for slot in &slots {
+            pipe.cmd("SMEMBERS").arg(keys::outbox(*slot));
+        }
+        let store = d.store.clone();
+        let n = slots.len();
+        async move { store.run(pipe, n).await }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(values) => {
+                    let mut found = 0;
+                    for v in values {
+                        if let redis::Value::Array(members) = v {
+                            for m in members {
+                                if let Some(key) = text(&m).and_then(|s| keys::parse_pair_member(&s)) {
+                                    found += 1;
+                                    act.ensure_loaded(key, ctx);
+                                }
+                            }
+                        }
+                    }
+                    if found > 0 {
+                        tracing::info!(shard = act.index, pairs = found, "re-publishing events owed before a restart");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(shard = act.index, error = %e, "outbox recovery failed; retrying");
+                    ctx.run_later(OUTBOX_RETRY, |act, ctx| act.recover_outboxes(ctx));
+                }
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Actor for PairShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(ROOM_SWEEP_INTERVAL, |act, _| act.sweep_rooms(unix_ms()));
+        if self.durable.is_some() {
+            ctx.run_interval(OUTBOX_RETRY, |act, _| act.retry_outbox());
+            self.recover_outboxes(ctx);
+        }
+    }
+}
+
+impl Handler<Flush> for PairShard {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.flush_queued = false;
+        }
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Swipe> for PairShard {
+    type Result = ResponseFuture<Result<SwipeResponse, ApiError>>;
+
+    fn handle(&mut self, msg: Swipe, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Cmd::Swipe(msg, tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+    }
+}
+
+impl Handler<Unmatch> for PairShard {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, msg: Unmatch, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Cmd::Unmatch(msg, tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+    }
+}
+
+impl Handler<EffectsPersisted> for PairShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: EffectsPersisted, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let Some(owed) = d.outbox.get_mut(&msg.pair) else { return };
+        let before = owed.len();
+        // An effect is confirmed per user; drop only confirmed (committed) entries.
+        owed.retain(|o| {
+            !(o.committed && msg.confirmed.iter().any(|(id, user)| *id == o.entry.effect_id && *user == o.entry.user))
+        });
+        if owed.len() != before {
+            if owed.is_empty() {
+                d.outbox.remove(&msg.pair);
+            }
+            d.next.dirty.insert(msg.pair);
+            self.schedule_flush(ctx);
         }
     }
 }

@@ -34,14 +34,8 @@ impl PairKey {
     /// The pair of two distinct users; `None` when they are the same user.
     pub fn new(a: &UserId, b: &UserId) -> Option<PairKey> {
         match a.cmp(b) {
-            std::cmp::Ordering::Less => Some(PairKey {
-                low: a.clone(),
-                high: b.clone(),
-            }),
-            std::cmp::Ordering::Greater => Some(PairKey {
-                low: b.clone(),
-                high: a.clone(),
-            }),
+            std::cmp::Ordering::Less => Some(PairKey { low: a.clone(), high: b.clone() }),
+            std::cmp::Ordering::Greater => Some(PairKey { low: b.clone(), high: a.clone() }),
             std::cmp::Ordering::Equal => None,
         }
     }
@@ -101,10 +95,7 @@ mod tests {
 
     #[test]
     fn pair_slot_is_unordered_and_stable() {
-        assert_eq!(
-            pair_slot(&u("alice"), &u("bob")),
-            pair_slot(&u("bob"), &u("alice"))
-        );
+        assert_eq!(pair_slot(&u("alice"), &u("bob")), pair_slot(&u("bob"), &u("alice")));
         // Test vectors: these values are part of the id format and must never change.
         assert_eq!(pair_slot(&u("alice"), &u("bob")), 5043);
         assert_eq!(user_slot(&u("alice")), 14599);

@@ -7,9 +7,8 @@ use super::auth::AuthUser;
 use crate::error::ApiError;
 use crate::node::{Node, Via};
 use crate::protocol::{
-    DevTokenRequest, DevTokenResponse, JoinRequest, JoinResponse, LeaveResponse, MatchId,
-    MatchesResponse, PoolName, PoolStatus, RoomId, SkipRequest, SkipResponse, SwipeRequest,
-    SwipeResponse,
+    DevTokenRequest, DevTokenResponse, JoinRequest, JoinResponse, LeaveResponse, MatchId, MatchesResponse, PoolName,
+    PoolStatus, RoomId, SkipRequest, SkipResponse, SwipeRequest, SwipeResponse,
 };
 
 /// `POST /v1/swipes`.
@@ -19,31 +18,19 @@ pub async fn swipe(
     body: web::Json<SwipeRequest>,
 ) -> Result<web::Json<SwipeResponse>, ApiError> {
     let request_id = node.next_request_id();
-    node.swipe(&user.0, body.into_inner(), request_id, Via::Http)
-        .await
-        .map(web::Json)
+    node.swipe(&user.0, body.into_inner(), request_id, Via::Http).await.map(web::Json)
 }
 
 /// `GET /v1/matches`.
-pub async fn list_matches(
-    node: web::Data<Node>,
-    user: AuthUser,
-) -> Result<web::Json<MatchesResponse>, ApiError> {
+pub async fn list_matches(node: web::Data<Node>, user: AuthUser) -> Result<web::Json<MatchesResponse>, ApiError> {
     node.matches(&user.0).await.map(web::Json)
 }
 
 /// `DELETE /v1/matches/{match_id}`.
-pub async fn unmatch(
-    node: web::Data<Node>,
-    user: AuthUser,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let match_id = MatchId::parse(&path)
-        .map_err(|_| ApiError::NotFound(format!("no match {}", path.as_str())))?;
+pub async fn unmatch(node: web::Data<Node>, user: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let match_id = MatchId::parse(&path).map_err(|_| ApiError::NotFound(format!("no match {}", path.as_str())))?;
     let request_id = node.next_request_id();
-    let res = node
-        .unmatch(&user.0, match_id, request_id, Via::Http)
-        .await?;
+    let res = node.unmatch(&user.0, match_id, request_id, Via::Http).await?;
     Ok(HttpResponse::Ok().json(res))
 }
 
@@ -53,13 +40,9 @@ pub async fn dev_token(
     body: web::Json<DevTokenRequest>,
 ) -> Result<web::Json<DevTokenResponse>, ApiError> {
     if !node.config.dev_mode() {
-        return Err(ApiError::NotFound(
-            "dev tokens are only available in dev mode (no --jwt-secret)".into(),
-        ));
+        return Err(ApiError::NotFound("dev tokens are only available in dev mode (no --jwt-secret)".into()));
     }
-    let token = node
-        .auth
-        .mint(&body.user_id, crate::auth::DEV_TOKEN_TTL_SECS)?;
+    let token = node.auth.mint(&body.user_id, crate::auth::DEV_TOKEN_TTL_SECS)?;
     Ok(web::Json(DevTokenResponse { token }))
 }
 
@@ -81,10 +64,7 @@ pub async fn join_queue(
 }
 
 /// `DELETE /v1/queue`.
-pub async fn leave_queue(
-    node: web::Data<Node>,
-    user: AuthUser,
-) -> Result<web::Json<LeaveResponse>, ApiError> {
+pub async fn leave_queue(node: web::Data<Node>, user: AuthUser) -> Result<web::Json<LeaveResponse>, ApiError> {
     node.leave_queue(&user.0, Via::Http).await.map(web::Json)
 }
 
@@ -94,8 +74,7 @@ pub async fn pool_status(
     _user: AuthUser,
     path: web::Path<String>,
 ) -> Result<web::Json<PoolStatus>, ApiError> {
-    let pool = PoolName::parse(&path)
-        .map_err(|_| ApiError::NotFound(format!("no pool named {}", path.as_str())))?;
+    let pool = PoolName::parse(&path).map_err(|_| ApiError::NotFound(format!("no pool named {}", path.as_str())))?;
     node.pool_status(&pool).await.map(web::Json)
 }
 
@@ -106,11 +85,8 @@ pub async fn skip(
     path: web::Path<String>,
     body: Option<web::Json<SkipRequest>>,
 ) -> Result<web::Json<SkipResponse>, ApiError> {
-    let room_id = RoomId::parse(&path)
-        .map_err(|_| ApiError::NotFound(format!("no room {}", path.as_str())))?;
+    let room_id = RoomId::parse(&path).map_err(|_| ApiError::NotFound(format!("no room {}", path.as_str())))?;
     let requeue = body.and_then(|b| b.requeue).unwrap_or(true);
     let request_id = node.next_request_id();
-    node.skip(&user.0, room_id, requeue, request_id, Via::Http)
-        .await
-        .map(web::Json)
+    node.skip(&user.0, room_id, requeue, request_id, Via::Http).await.map(web::Json)
 }

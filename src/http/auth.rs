@@ -21,25 +21,17 @@ fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
+    let text = value.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
     match text.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(Some(token.trim()))
         }
-        _ => Err(ApiError::Unauthorized(
-            "the Authorization header must be \"Bearer <token>\"".into(),
-        )),
+        _ => Err(ApiError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())),
     }
 }
 
 fn query_token(req: &HttpRequest) -> Option<String> {
-    web::Query::<crate::http::StreamQuery>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.0.token)
+    web::Query::<crate::http::StreamQuery>::from_query(req.query_string()).ok().and_then(|q| q.0.token)
 }
 
 fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<UserId, ApiError> {

@@ -38,9 +38,7 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest, limit: usize) -> actix_web
                 ApiError::BadRequest(msg)
             }
         }
-        JsonPayloadError::Deserialize(e) => {
-            ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
-        }
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
         other => ApiError::BadRequest(other.to_string()),
     };
     api.into()
@@ -55,41 +53,33 @@ fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
-    )))
+    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
 
 /// Registers every route and extractor setting. `node` provides the limits.
 pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
     move |cfg: &mut web::ServiceConfig| {
         let limit = node.config.limits.max_body_bytes;
-        cfg.app_data(
-            web::JsonConfig::default()
-                .limit(limit)
-                .error_handler(move |e, r| json_error(e, r, limit)),
-        )
-        .app_data(web::PayloadConfig::default().limit(limit))
-        .app_data(web::PathConfig::default().error_handler(path_error))
-        .app_data(web::QueryConfig::default().error_handler(query_error))
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .service(
-            web::scope("/v1")
-                .route("/swipes", web::post().to(actions::swipe))
-                .route("/matches", web::get().to(actions::list_matches))
-                .route("/matches/{match_id}", web::delete().to(actions::unmatch))
-                .route("/dev/token", web::post().to(actions::dev_token))
-                .route("/queue", web::post().to(actions::join_queue))
-                .route("/queue", web::delete().to(actions::leave_queue))
-                .route("/queue/{pool}", web::get().to(actions::pool_status))
-                .route("/rooms/{room_id}/skip", web::post().to(actions::skip))
-                .route("/ws", web::get().to(crate::transport::ws::upgrade))
-                .route("/events", web::get().to(crate::transport::sse::events)),
-        )
-        .default_service(web::to(not_found));
+        cfg.app_data(web::JsonConfig::default().limit(limit).error_handler(move |e, r| json_error(e, r, limit)))
+            .app_data(web::PayloadConfig::default().limit(limit))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz))
+            .route("/metrics", web::get().to(ops::metrics))
+            .service(
+                web::scope("/v1")
+                    .route("/swipes", web::post().to(actions::swipe))
+                    .route("/matches", web::get().to(actions::list_matches))
+                    .route("/matches/{match_id}", web::delete().to(actions::unmatch))
+                    .route("/dev/token", web::post().to(actions::dev_token))
+                    .route("/queue", web::post().to(actions::join_queue))
+                    .route("/queue", web::delete().to(actions::leave_queue))
+                    .route("/queue/{pool}", web::get().to(actions::pool_status))
+                    .route("/rooms/{room_id}/skip", web::post().to(actions::skip))
+                    .route("/ws", web::get().to(crate::transport::ws::upgrade))
+                    .route("/events", web::get().to(crate::transport::sse::events)),
+            )
+            .default_service(web::to(not_found));
     }
 }

@@ -9,7 +9,7 @@ use super::ids::{MatchId, PoolName, RoomId, UserId};
 use super::queue::Room;
 
 /// What happened, with its data. The variant name is the contract's `type`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum EventKind {
     Match {
@@ -35,6 +35,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The `'static` form of a stored event's `type`.
+    pub fn known_type(name: &str) -> Option<&'static str> {
+        ["match", "unmatched", "room_assigned", "room_closed", "queue_update"].into_iter().find(|t| *t == name)
+    }
+
     /// The contract's `type` string.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -57,6 +62,8 @@ pub struct Event {
     pub json: Bytes,
     /// When the event was created (for the delivery-latency histogram).
     pub created: tokio::time::Instant,
+    /// The pair decision it reports, if any (for de-duplicating a re-published event).
+    pub effect: Option<std::sync::Arc<str>>,
 }
 
 /// Data of the `hello` a connection gets first.
@@ -89,6 +96,7 @@ impl Event {
             type_name: kind.type_name(),
             json: Bytes::from(json),
             created: tokio::time::Instant::now(),
+            effect: None,
         }
     }
 
@@ -102,18 +110,13 @@ impl Event {
             type_: &'static str,
             data: &'a Hello<'a>,
         }
-        let json = serde_json::to_vec(&Frame {
-            id,
-            type_: "hello",
-            data: hello,
-        })
-        .unwrap_or_else(|_| b"{}".to_vec());
-        Event {
-            id,
-            type_name: "hello",
-            json: Bytes::from(json),
-            created: tokio::time::Instant::now(),
-        }
+        let json = serde_json::to_vec(&Frame { id, type_: "hello", data: hello }).unwrap_or_else(|_| b"{}".to_vec());
+        Event { id, type_name: "hello", json: Bytes::from(json), created: tokio::time::Instant::now(), effect: None }
+    }
+
+    /// An event read back from storage.
+    pub fn stored(id: u64, type_name: &'static str, json: Bytes, effect: Option<std::sync::Arc<str>>) -> Event {
+        Event { id, type_name, json, created: tokio::time::Instant::now(), effect }
     }
 
     /// The SSE encoding: `id:`, `event:` and the whole JSON as `data:`.
@@ -136,18 +139,14 @@ mod tests {
 
     #[test]
     fn events_encode_as_the_contract_says() {
-        let kind = EventKind::Unmatched {
-            match_id: MatchId::parse("3.ab").unwrap(),
-            by: UserId::parse("alice").unwrap(),
-        };
+        let kind =
+            EventKind::Unmatched { match_id: MatchId::parse("3.ab").unwrap(), by: UserId::parse("alice").unwrap() };
         let e = Event::encode(7, &kind);
         assert_eq!(
             std::str::from_utf8(&e.json).unwrap(),
             r#"{"id":7,"type":"unmatched","data":{"match_id":"3.ab","by":"alice"}}"#
         );
         let sse = e.to_sse();
-        assert!(std::str::from_utf8(&sse)
-            .unwrap()
-            .starts_with("id: 7\nevent: unmatched\ndata: {"));
+        assert!(std::str::from_utf8(&sse).unwrap().starts_with("id: 7\nevent: unmatched\ndata: {"));
     }
 }

@@ -80,28 +80,15 @@ mod tests {
 
     #[test]
     fn swipe_request_parses_and_refuses_unknown_fields() {
-        let ok: SwipeRequest =
-            serde_json::from_str(r#"{"target":"bob","direction":"right","swipe_id":"k1"}"#)
-                .unwrap();
+        let ok: SwipeRequest = serde_json::from_str(r#"{"target":"bob","direction":"right","swipe_id":"k1"}"#).unwrap();
         assert_eq!(ok.direction, Direction::Right);
-        assert!(
-            serde_json::from_str::<SwipeRequest>(r#"{"target":"bob","direction":"up"}"#).is_err()
-        );
-        assert!(serde_json::from_str::<SwipeRequest>(
-            r#"{"target":"bob","direction":"left","from":"eve"}"#
-        )
-        .is_err());
+        assert!(serde_json::from_str::<SwipeRequest>(r#"{"target":"bob","direction":"up"}"#).is_err());
+        assert!(serde_json::from_str::<SwipeRequest>(r#"{"target":"bob","direction":"left","from":"eve"}"#).is_err());
     }
 
     #[test]
     fn swipe_response_uses_the_contract_field_name() {
-        let r = SwipeResponse {
-            status: SwipeStatus::Pending,
-            match_: None,
-        };
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"status":"pending","match":null}"#
-        );
+        let r = SwipeResponse { status: SwipeStatus::Pending, match_: None };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"status":"pending","match":null}"#);
     }
 }

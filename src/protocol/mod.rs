@@ -10,14 +10,9 @@ pub mod ws;
 pub use event::{Event, EventKind};
 pub use http::*;
 pub use ids::{MatchId, PoolName, RoomId, SwipeId, UserId};
-pub use queue::{
-    JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, SkipRequest, SkipResponse,
-};
+pub use queue::{JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, SkipRequest, SkipResponse};
 
 /// Milliseconds since the Unix epoch, the contract's timestamp unit.
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -64,14 +64,8 @@ pub struct Room {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum JoinResponse {
-    Queued {
-        pool: PoolName,
-        position: u64,
-        estimated_wait_ms: u64,
-    },
-    Matched {
-        room: Room,
-    },
+    Queued { pool: PoolName, position: u64, estimated_wait_ms: u64 },
+    Matched { room: Room },
 }
 
 /// `DELETE /v1/queue`.
@@ -124,11 +118,7 @@ mod tests {
 
     #[test]
     fn join_responses_carry_their_status() {
-        let q = JoinResponse::Queued {
-            pool: PoolName::parse("p").unwrap(),
-            position: 3,
-            estimated_wait_ms: 10,
-        };
+        let q = JoinResponse::Queued { pool: PoolName::parse("p").unwrap(), position: 3, estimated_wait_ms: 10 };
         assert_eq!(
             serde_json::to_string(&q).unwrap(),
             r#"{"status":"queued","pool":"p","position":3,"estimated_wait_ms":10}"#

@@ -72,8 +72,7 @@ mod tests {
         let f: ClientFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
         assert!(matches!(f.action, ClientAction::Ping));
         let f: ClientFrame =
-            serde_json::from_str(r#"{"type":"swipe","ref":7,"target":"bob","direction":"left"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"type":"swipe","ref":7,"target":"bob","direction":"left"}"#).unwrap();
         assert_eq!(f.ref_, Some(serde_json::json!(7)));
         assert!(matches!(f.action, ClientAction::Swipe(_)));
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"fly"}"#).is_err());

@@ -104,9 +104,7 @@ impl Matcher {
                 self.next_seq += 1;
                 self.seq_of.insert(joiner.user.clone(), seq);
                 self.waiting.insert(seq, joiner);
-                JoinOutcome::Queued {
-                    position: self.waiting.len() as u64,
-                }
+                JoinOutcome::Queued { position: self.waiting.len() as u64 }
             }
         }
     }
@@ -143,10 +141,7 @@ impl Matcher {
 
     fn take(&mut self, seq: u64) -> Candidate {
         // Callers pass a sequence number they just read from `waiting`.
-        let c = self
-            .waiting
-            .remove(&seq)
-            .unwrap_or_else(|| unreachable!("seq {seq} was just read"));
+        let c = self.waiting.remove(&seq).unwrap_or_else(|| unreachable!("seq {seq} was just read"));
         self.seq_of.remove(&c.user);
         c
     }
@@ -154,8 +149,7 @@ impl Matcher {
     fn paired(&mut self, a: &Candidate, b: &Candidate, now_ms: u64) {
         if self.rules.rematch_window_ms > 0 {
             if let Some(key) = PairKey::new(&a.user, &b.user) {
-                self.recent
-                    .insert(key, now_ms + self.rules.rematch_window_ms);
+                self.recent.insert(key, now_ms + self.rules.rematch_window_ms);
             }
         }
         for c in [a, b] {
@@ -194,8 +188,7 @@ impl Matcher {
                 return false;
             }
         }
-        if let (Some(base), Some(ra), Some(rb)) = (self.rules.rating_tolerance, a.rating, b.rating)
-        {
+        if let (Some(base), Some(ra), Some(rb)) = (self.rules.rating_tolerance, a.rating, b.rating) {
             let waited_s = now_ms.saturating_sub(a.joined_ms.min(b.joined_ms)) / 1000;
             let widened = u64::from(base) + u64::from(self.rules.rating_widen_per_sec) * waited_s;
             let tolerance = match self.rules.rating_max_tolerance {
@@ -217,8 +210,7 @@ impl Matcher {
 
     fn score(&self, a: &Candidate, b: &Candidate, now_ms: u64) -> u32 {
         let mut score = 0;
-        if self.rules.region == AttributeRule::Prefer && a.region.is_some() && a.region == b.region
-        {
+        if self.rules.region == AttributeRule::Prefer && a.region.is_some() && a.region == b.region {
             score += 1;
         }
         if self.rules.tags == AttributeRule::Prefer && shares_tag(a, b) {
@@ -247,20 +239,11 @@ mod tests {
     use super::*;
 
     fn cand(user: &str, joined_ms: u64) -> Candidate {
-        Candidate {
-            user: UserId::parse(user).unwrap(),
-            rating: None,
-            region: None,
-            tags: vec![],
-            joined_ms,
-        }
+        Candidate { user: UserId::parse(user).unwrap(), rating: None, region: None, tags: vec![], joined_ms }
     }
 
     fn rated(user: &str, rating: i32, joined_ms: u64) -> Candidate {
-        Candidate {
-            rating: Some(rating),
-            ..cand(user, joined_ms)
-        }
+        Candidate { rating: Some(rating), ..cand(user, joined_ms) }
     }
 
     fn partner_of(o: JoinOutcome) -> Option<String> {
@@ -274,117 +257,64 @@ mod tests {
     fn fifo_pairs_the_oldest_waiter_at_once() {
         let mut m = Matcher::new(PoolRules::default());
         assert_eq!(m.join(cand("a", 0), 0), JoinOutcome::Queued { position: 1 });
-        assert_eq!(
-            m.join(cand("a", 0), 1),
-            JoinOutcome::AlreadyWaiting { position: 1 }
-        );
+        assert_eq!(m.join(cand("a", 0), 1), JoinOutcome::AlreadyWaiting { position: 1 });
         assert_eq!(partner_of(m.join(cand("b", 2), 2)), Some("a".into()));
         assert_eq!(m.waiting(), 0);
     }
 
     #[test]
     fn rating_tolerance_widens_with_waiting() {
-        let rules = PoolRules {
-            rating_tolerance: Some(100),
-            rating_widen_per_sec: 50,
-            ..Default::default()
-        };
+        let rules = PoolRules { rating_tolerance: Some(100), rating_widen_per_sec: 50, ..Default::default() };
         let mut m = Matcher::new(rules);
         m.join(rated("a", 1000, 0), 0);
-        assert!(matches!(
-            m.join(rated("b", 1300, 0), 0),
-            JoinOutcome::Queued { .. }
-        ));
+        assert!(matches!(m.join(rated("b", 1300, 0), 0), JoinOutcome::Queued { .. }));
         assert_eq!(partner_of(m.join(rated("c", 1090, 0), 0)), Some("a".into()));
         // b waits; after 4 s the tolerance is 300 and a new 1600 fits b.
         assert!(m.rescan(1000).is_empty());
         let pairs = m.rescan(4000);
         assert!(pairs.is_empty(), "b is alone now");
-        assert_eq!(
-            partner_of(m.join(rated("d", 1600, 4000), 4000)),
-            Some("b".into())
-        );
+        assert_eq!(partner_of(m.join(rated("d", 1600, 4000), 4000)), Some("b".into()));
     }
 
     #[test]
     fn region_require_keeps_regions_apart() {
-        let rules = PoolRules {
-            region: AttributeRule::Require,
-            ..Default::default()
-        };
+        let rules = PoolRules { region: AttributeRule::Require, ..Default::default() };
         let mut m = Matcher::new(rules);
-        let at = |u: &str, region: &str| Candidate {
-            region: Some(region.into()),
-            ..cand(u, 0)
-        };
+        let at = |u: &str, region: &str| Candidate { region: Some(region.into()), ..cand(u, 0) };
         m.join(at("us1", "us"), 0);
-        assert!(matches!(
-            m.join(at("eu1", "eu"), 0),
-            JoinOutcome::Queued { position: 2 }
-        ));
+        assert!(matches!(m.join(at("eu1", "eu"), 0), JoinOutcome::Queued { position: 2 }));
         assert_eq!(partner_of(m.join(at("eu2", "eu"), 0)), Some("eu1".into()));
     }
 
     #[test]
     fn tags_prefer_picks_a_shared_tag_over_an_older_waiter() {
         // Ratings keep the two waiters apart from each other; the joiner fits both.
-        let rules = PoolRules {
-            rating_tolerance: Some(200),
-            tags: AttributeRule::Prefer,
-            ..Default::default()
-        };
+        let rules = PoolRules { rating_tolerance: Some(200), tags: AttributeRule::Prefer, ..Default::default() };
         let mut m = Matcher::new(rules);
-        let tagged = |u: &str, rating: i32, tag: &str| Candidate {
-            tags: vec![tag.into()],
-            ..rated(u, rating, 0)
-        };
+        let tagged = |u: &str, rating: i32, tag: &str| Candidate { tags: vec![tag.into()], ..rated(u, rating, 0) };
         m.join(tagged("go", 1000, "go"), 0);
-        assert!(matches!(
-            m.join(tagged("py", 1300, "python"), 0),
-            JoinOutcome::Queued { .. }
-        ));
-        assert_eq!(
-            partner_of(m.join(tagged("new", 1150, "python"), 0)),
-            Some("py".into())
-        );
+        assert!(matches!(m.join(tagged("py", 1300, "python"), 0), JoinOutcome::Queued { .. }));
+        assert_eq!(partner_of(m.join(tagged("new", 1150, "python"), 0)), Some("py".into()));
     }
 
     #[test]
     fn tags_require_needs_a_common_tag() {
-        let rules = PoolRules {
-            tags: AttributeRule::Require,
-            ..Default::default()
-        };
+        let rules = PoolRules { tags: AttributeRule::Require, ..Default::default() };
         let mut m = Matcher::new(rules);
-        let tagged = |u: &str, tag: &str| Candidate {
-            tags: vec![tag.into()],
-            ..cand(u, 0)
-        };
+        let tagged = |u: &str, tag: &str| Candidate { tags: vec![tag.into()], ..cand(u, 0) };
         m.join(tagged("a", "go"), 0);
-        assert!(matches!(
-            m.join(tagged("b", "python"), 0),
-            JoinOutcome::Queued { .. }
-        ));
-        assert_eq!(
-            partner_of(m.join(tagged("c", "python"), 0)),
-            Some("b".into())
-        );
+        assert!(matches!(m.join(tagged("b", "python"), 0), JoinOutcome::Queued { .. }));
+        assert_eq!(partner_of(m.join(tagged("c", "python"), 0)), Some("b".into()));
     }
 
     #[test]
     fn recent_partners_are_not_rematched_until_the_window_ends() {
-        let rules = PoolRules {
-            rematch_window_ms: 1000,
-            ..Default::default()
-        };
+        let rules = PoolRules { rematch_window_ms: 1000, ..Default::default() };
         let mut m = Matcher::new(rules);
         m.join(cand("a", 0), 0);
         assert_eq!(partner_of(m.join(cand("b", 0), 0)), Some("a".into()));
         m.join(cand("a", 10), 10);
-        assert!(matches!(
-            m.join(cand("b", 10), 10),
-            JoinOutcome::Queued { position: 2 }
-        ));
+        assert!(matches!(m.join(cand("b", 10), 10), JoinOutcome::Queued { position: 2 }));
         assert_eq!(partner_of(m.join(cand("c", 20), 20)), Some("a".into()));
         m.join(cand("a", 30), 30);
         assert!(m.rescan(500).is_empty());
@@ -402,17 +332,8 @@ mod tests {
         };
         let mut m = Matcher::new(rules);
         m.join(rated("old", 1000, 0), 0);
-        m.join(
-            Candidate {
-                tags: vec!["x".into()],
-                ..rated("tagged", 1300, 5000)
-            },
-            5000,
-        );
-        let joiner = Candidate {
-            tags: vec!["x".into()],
-            ..rated("new", 1150, 6000)
-        };
+        m.join(Candidate { tags: vec!["x".into()], ..rated("tagged", 1300, 5000) }, 5000);
+        let joiner = Candidate { tags: vec!["x".into()], ..rated("new", 1150, 6000) };
         assert_eq!(partner_of(m.join(joiner, 6000)), Some("old".into()));
     }
 
@@ -422,9 +343,6 @@ mod tests {
         m.join(cand("a", 0), 0);
         assert!(m.leave(&UserId::parse("a").unwrap()));
         assert!(!m.leave(&UserId::parse("a").unwrap()));
-        assert!(matches!(
-            m.join(cand("b", 0), 0),
-            JoinOutcome::Queued { position: 1 }
-        ));
+        assert!(matches!(m.join(cand("b", 0), 0), JoinOutcome::Queued { position: 1 }));
     }
 }

@@ -7,9 +7,7 @@
 use actix::Message;
 
 use crate::error::ApiError;
-use crate::protocol::{
-    JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, RoomId, SkipResponse, UserId,
-};
+use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, RoomId, SkipResponse, UserId};
 
 /// Put `user` in line (or answer where they already are).
 #[derive(Debug, Message)]

@@ -3,19 +3,13 @@
 //! holds the user, which answers truthfully even when it has just paired them; rooms are entered
 //! and left only on the word of the room's owner (the pair shard).
 
-use actix::{
-    fut, ActorFutureExt, Context, ContextFutureSpawner, Handler, ResponseActFuture, WrapFuture,
-};
+use actix::{fut, ActorFutureExt, Context, ContextFutureSpawner, Handler, ResponseActFuture, WrapFuture};
 
-use super::messages::{
-    Dequeue, DequeueOutcome, Enqueue, EnterRoom, ExitRoom, Join, Leave, MemberGone,
-};
+use super::messages::{Dequeue, DequeueOutcome, Enqueue, EnterRoom, ExitRoom, Join, Leave, MemberGone};
 use super::pool::Forget;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::protocol::{
-    EventKind, JoinRequest, JoinResponse, LeaveResponse, PoolName, RoomId, UserId,
-};
+use crate::protocol::{EventKind, JoinRequest, JoinResponse, LeaveResponse, PoolName, RoomId, UserId};
 use crate::session::user_shard::UserShard;
 use crate::session::IndexChange;
 
@@ -59,34 +53,23 @@ impl UserShard {
                 return Box::pin(fut::ready(Err(e)));
             }
         };
-        Box::pin(
-            addr.send(Enqueue {
-                user: user.clone(),
-                ticket,
-            })
-            .into_actor(self)
-            .map(move |res, act, ctx| {
-                let res = res.map_err(ApiError::from).and_then(|r| r);
-                match &res {
-                    Err(_) => act.release_if_queued(&user, &pool),
-                    // The user did not ask: tell them where they stand now.
-                    Ok(JoinResponse::Queued {
-                        pool,
-                        position,
-                        estimated_wait_ms,
-                    }) if requeued => {
-                        let kind = EventKind::QueueUpdate {
-                            pool: pool.clone(),
-                            position: *position,
-                            estimated_wait_ms: *estimated_wait_ms,
-                        };
-                        act.publish(&user, &kind, IndexChange::None, ctx);
-                    }
-                    Ok(_) => {}
+        Box::pin(addr.send(Enqueue { user: user.clone(), ticket }).into_actor(self).map(move |res, act, ctx| {
+            let res = res.map_err(ApiError::from).and_then(|r| r);
+            match &res {
+                Err(_) => act.release_if_queued(&user, &pool),
+                // The user did not ask: tell them where they stand now.
+                Ok(JoinResponse::Queued { pool, position, estimated_wait_ms }) if requeued => {
+                    let kind = EventKind::QueueUpdate {
+                        pool: pool.clone(),
+                        position: *position,
+                        estimated_wait_ms: *estimated_wait_ms,
+                    };
+                    act.publish(&user, &kind, IndexChange::None, ctx);
                 }
-                res
-            }),
-        )
+                Ok(_) => {}
+            }
+            res
+        }))
     }
 
     /// The grace period after the user's last connection ran out.
@@ -105,10 +88,7 @@ impl UserShard {
                 addr.send(Dequeue { user: user.clone() })
                     .into_actor(self)
                     .map(move |res, act, _| {
-                        if matches!(
-                            res,
-                            Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)
-                        ) {
+                        if matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)) {
                             act.release_if_queued(&user, &ticket.pool);
                         }
                     })
@@ -116,10 +96,7 @@ impl UserShard {
             }
             Place::InRoom { room_id, .. } => {
                 if let Some(slot) = room_id.slot() {
-                    links.pairs.for_slot(slot).do_send(MemberGone {
-                        user: user.clone(),
-                        room_id,
-                    });
+                    links.pairs.for_slot(slot).do_send(MemberGone { user: user.clone(), room_id });
                 }
             }
         }
@@ -133,25 +110,16 @@ impl Handler<Join> for UserShard {
         let entry = self.entry(&msg.user);
         match &entry.place {
             Place::InRoom { room_id, .. } => {
-                let e = ApiError::Conflict(format!(
-                    "you are in room {room_id}; skip it before joining a queue"
-                ));
+                let e = ApiError::Conflict(format!("you are in room {room_id}; skip it before joining a queue"));
                 return Box::pin(fut::ready(Err(e)));
             }
             Place::Queued { ticket } if ticket.pool != msg.ticket.pool => {
-                let e = ApiError::Conflict(format!(
-                    "you are already queued in pool {}; leave it first",
-                    ticket.pool
-                ));
+                let e = ApiError::Conflict(format!("you are already queued in pool {}; leave it first", ticket.pool));
                 return Box::pin(fut::ready(Err(e)));
             }
             // Already queued here: the pool answers with the same entry (or the room it just made).
             Place::Queued { .. } => {}
-            Place::Idle => {
-                entry.place = Place::Queued {
-                    ticket: msg.ticket.clone(),
-                }
-            }
+            Place::Idle => entry.place = Place::Queued { ticket: msg.ticket.clone() },
         }
         self.enqueue(msg.user, msg.ticket, false)
     }
@@ -164,9 +132,7 @@ impl Handler<Leave> for UserShard {
         let place = self.entry(&msg.user).place.clone();
         let ticket = match place {
             Place::Idle => return Box::pin(fut::ready(Ok(LeaveResponse::NotQueued))),
-            Place::InRoom { room_id, .. } => {
-                return Box::pin(fut::ready(Ok(LeaveResponse::InRoom { room_id })))
-            }
+            Place::InRoom { room_id, .. } => return Box::pin(fut::ready(Ok(LeaveResponse::InRoom { room_id }))),
             Place::Queued { ticket } => ticket,
         };
         let addr = match self.links().and_then(|l| l.pools.get(&ticket.pool)) {
@@ -174,21 +140,19 @@ impl Handler<Leave> for UserShard {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let user = msg.user;
-        Box::pin(
-            addr.send(Dequeue { user: user.clone() })
-                .into_actor(self)
-                .map(move |res, act, _| match res.map_err(ApiError::from)? {
-                    DequeueOutcome::Removed => {
-                        act.release_if_queued(&user, &ticket.pool);
-                        Ok(LeaveResponse::Left { pool: ticket.pool })
-                    }
-                    DequeueOutcome::NotWaiting => {
-                        act.release_if_queued(&user, &ticket.pool);
-                        Ok(LeaveResponse::NotQueued)
-                    }
-                    DequeueOutcome::Paired(room_id) => Ok(LeaveResponse::InRoom { room_id }),
-                }),
-        )
+        Box::pin(addr.send(Dequeue { user: user.clone() }).into_actor(self).map(move |res, act, _| {
+            match res.map_err(ApiError::from)? {
+                DequeueOutcome::Removed => {
+                    act.release_if_queued(&user, &ticket.pool);
+                    Ok(LeaveResponse::Left { pool: ticket.pool })
+                }
+                DequeueOutcome::NotWaiting => {
+                    act.release_if_queued(&user, &ticket.pool);
+                    Ok(LeaveResponse::NotQueued)
+                }
+                DequeueOutcome::Paired(room_id) => Ok(LeaveResponse::InRoom { room_id }),
+            }
+        }))
     }
 }
 
@@ -200,22 +164,11 @@ impl Handler<EnterRoom> for UserShard {
         if let Place::InRoom { room_id, .. } = &entry.place {
             // A second room for one user would break I4; the pool's ownership rules make it
             // impossible, so this only counts and logs if that reasoning is ever wrong.
-            METRICS
-                .invariant_violations
-                .with_label_values(&["user_in_two_rooms"])
-                .inc();
+            METRICS.invariant_violations.with_label_values(&["user_in_two_rooms"]).inc();
             tracing::error!(user = %msg.user, old = %room_id, new = %msg.room.room_id, "user entered a second room");
         }
-        entry.place = Place::InRoom {
-            room_id: msg.room.room_id.clone(),
-            ticket: msg.ticket,
-        };
-        self.publish(
-            &msg.user,
-            &EventKind::RoomAssigned { room: msg.room },
-            IndexChange::None,
-            ctx,
-        );
+        entry.place = Place::InRoom { room_id: msg.room.room_id.clone(), ticket: msg.ticket };
+        self.publish(&msg.user, &EventKind::RoomAssigned { room: msg.room }, IndexChange::None, ctx);
     }
 }
 
@@ -223,10 +176,7 @@ impl Handler<ExitRoom> for UserShard {
     type Result = ();
 
     fn handle(&mut self, msg: ExitRoom, ctx: &mut Context<Self>) {
-        let kind = EventKind::RoomClosed {
-            room_id: msg.room_id.clone(),
-            reason: msg.reason.to_string(),
-        };
+        let kind = EventKind::RoomClosed { room_id: msg.room_id.clone(), reason: msg.reason.to_string() };
         self.publish(&msg.user, &kind, IndexChange::None, ctx);
         let entry = self.entry(&msg.user);
         let ticket = match &entry.place {
@@ -235,18 +185,12 @@ impl Handler<ExitRoom> for UserShard {
         };
         if let Ok(addr) = self.links().and_then(|l| l.pools.get(&ticket.pool)) {
             // Before any requeue, so the pool stops answering joins with the closed room.
-            addr.do_send(Forget {
-                user: msg.user.clone(),
-            });
+            addr.do_send(Forget { user: msg.user.clone() });
         }
         let entry = self.entry(&msg.user);
         if msg.requeue {
-            entry.place = Place::Queued {
-                ticket: ticket.clone(),
-            };
-            self.enqueue(msg.user, ticket, true)
-                .map(|_, _, _| ())
-                .spawn(ctx);
+            entry.place = Place::Queued { ticket: ticket.clone() };
+            self.enqueue(msg.user, ticket, true).map(|_, _, _| ()).spawn(ctx);
         } else {
             entry.place = Place::Idle;
         }

@@ -18,9 +18,7 @@ use crate::coord::slot::pair_slot;
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::protocol::{
-    unix_ms, JoinRequest, JoinResponse, PoolName, PoolStatus, Room, RoomId, UserId,
-};
+use crate::protocol::{unix_ms, JoinRequest, JoinResponse, PoolName, PoolStatus, Room, RoomId, UserId};
 
 /// How long a pairing is remembered for answering joins and leaves that raced with it.
 const RECENT_PAIRING_MS: u64 = 30_000;
@@ -60,19 +58,10 @@ impl PoolCoordinator {
 
     /// Creates the room for a new pair and hands it to the pair's shard.
     fn open_room(&mut self, a: Candidate, b: Candidate, now_ms: u64) -> Room {
-        let ta = self
-            .tickets
-            .remove(&a.user)
-            .unwrap_or_else(|| default_ticket(&self.name));
-        let tb = self
-            .tickets
-            .remove(&b.user)
-            .unwrap_or_else(|| default_ticket(&self.name));
-        let (users, tickets) = if a.user < b.user {
-            ([a.user, b.user], [ta, tb])
-        } else {
-            ([b.user, a.user], [tb, ta])
-        };
+        let ta = self.tickets.remove(&a.user).unwrap_or_else(|| default_ticket(&self.name));
+        let tb = self.tickets.remove(&b.user).unwrap_or_else(|| default_ticket(&self.name));
+        let (users, tickets) =
+            if a.user < b.user { ([a.user, b.user], [ta, tb]) } else { ([b.user, a.user], [tb, ta]) };
         let slot = pair_slot(&users[0], &users[1]);
         let room = Room {
             room_id: RoomId::new_in_slot(slot),
@@ -82,32 +71,22 @@ impl PoolCoordinator {
             payload: self.matcher.rules().room_payload(),
         };
         for u in &room.users {
-            self.recently_paired
-                .insert(u.clone(), (room.clone(), now_ms + RECENT_PAIRING_MS));
+            self.recently_paired.insert(u.clone(), (room.clone(), now_ms + RECENT_PAIRING_MS));
         }
-        METRICS
-            .pairings
-            .with_label_values(&[self.name.as_str()])
-            .inc();
+        METRICS.pairings.with_label_values(&[self.name.as_str()]).inc();
         for c in [a.joined_ms, b.joined_ms] {
             METRICS
                 .queue_wait_seconds
                 .with_label_values(&[self.name.as_str()])
                 .observe(now_ms.saturating_sub(c) as f64 / 1000.0);
         }
-        self.pairs.for_slot(slot).do_send(CreateRoom {
-            room: room.clone(),
-            tickets,
-        });
+        self.pairs.for_slot(slot).do_send(CreateRoom { room: room.clone(), tickets });
         self.report_length();
         room
     }
 
     fn report_length(&self) {
-        METRICS
-            .queue_length
-            .with_label_values(&[self.name.as_str()])
-            .set(self.matcher.waiting() as i64);
+        METRICS.queue_length.with_label_values(&[self.name.as_str()]).set(self.matcher.waiting() as i64);
     }
 
     fn tick(&mut self, now_ms: u64) {
@@ -121,21 +100,14 @@ impl PoolCoordinator {
 }
 
 fn default_ticket(pool: &PoolName) -> JoinRequest {
-    JoinRequest {
-        pool: pool.clone(),
-        rating: None,
-        region: None,
-        tags: None,
-    }
+    JoinRequest { pool: pool.clone(), rating: None, region: None, tags: None }
 }
 
 impl Actor for PoolCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(Duration::from_millis(self.rescan_ms), |act, _| {
-            act.tick(unix_ms())
-        });
+        ctx.run_interval(Duration::from_millis(self.rescan_ms), |act, _| act.tick(unix_ms()));
     }
 }
 
@@ -156,15 +128,11 @@ impl Handler<Enqueue> for PoolCoordinator {
         let estimated_wait_ms = self.matcher.estimated_wait_ms();
         let out = match self.matcher.join(candidate, now) {
             JoinOutcome::AlreadyWaiting { position } | JoinOutcome::Queued { position } => {
-                JoinResponse::Queued {
-                    pool: self.name.clone(),
-                    position,
-                    estimated_wait_ms,
-                }
+                JoinResponse::Queued { pool: self.name.clone(), position, estimated_wait_ms }
             }
-            JoinOutcome::Paired { partner, joiner } => JoinResponse::Matched {
-                room: self.open_room(partner, joiner, now),
-            },
+            JoinOutcome::Paired { partner, joiner } => {
+                JoinResponse::Matched { room: self.open_room(partner, joiner, now) }
+            }
         };
         self.report_length();
         Ok(out)
@@ -181,9 +149,7 @@ impl Handler<Dequeue> for PoolCoordinator {
             DequeueOutcome::Removed
         } else {
             match self.recently_paired.get(&msg.user) {
-                Some((room, until)) if *until > unix_ms() => {
-                    DequeueOutcome::Paired(room.room_id.clone())
-                }
+                Some((room, until)) if *until > unix_ms() => DequeueOutcome::Paired(room.room_id.clone()),
                 _ => DequeueOutcome::NotWaiting,
             }
         };

@@ -45,20 +45,10 @@ impl PairShard {
         }
         let mut requeued = [true; 2];
         requeued[leaver] = requeue_leaver;
-        state.closed = Some(Closed {
-            at_ms: unix_ms(),
-            requeued,
-        });
-        METRICS
-            .rooms_closed
-            .with_label_values(&[leaver_reason])
-            .inc();
+        state.closed = Some(Closed { at_ms: unix_ms(), requeued });
+        METRICS.rooms_closed.with_label_values(&[leaver_reason]).inc();
         for (i, user) in state.room.users.iter().enumerate() {
-            let reason = if i == leaver {
-                leaver_reason
-            } else {
-                partner_reason
-            };
+            let reason = if i == leaver { leaver_reason } else { partner_reason };
             self.users.for_user(user).do_send(ExitRoom {
                 user: user.clone(),
                 room_id: room_id.clone(),
@@ -75,11 +65,8 @@ impl PairShard {
 
     /// Drops rooms closed long ago.
     pub(crate) fn sweep_rooms(&mut self, now_ms: u64) {
-        self.rooms.retain(|_, r| {
-            r.closed
-                .as_ref()
-                .is_none_or(|c| now_ms.saturating_sub(c.at_ms) < CLOSED_ROOM_RETENTION_MS)
-        });
+        self.rooms
+            .retain(|_, r| r.closed.as_ref().is_none_or(|c| now_ms.saturating_sub(c.at_ms) < CLOSED_ROOM_RETENTION_MS));
     }
 }
 
@@ -95,14 +82,7 @@ impl Handler<CreateRoom> for PairShard {
                 ticket: ticket.clone(),
             });
         }
-        self.rooms.insert(
-            room.room_id.clone(),
-            RoomState {
-                room,
-                tickets,
-                closed: None,
-            },
-        );
+        self.rooms.insert(room.room_id.clone(), RoomState { room, tickets, closed: None });
     }
 }
 
@@ -110,28 +90,19 @@ impl Handler<Skip> for PairShard {
     type Result = Result<SkipResponse, ApiError>;
 
     fn handle(&mut self, msg: Skip, _: &mut Context<Self>) -> Self::Result {
-        let state = self
-            .rooms
-            .get(&msg.room_id)
-            .ok_or_else(|| ApiError::NotFound(format!("no room {}", msg.room_id)))?;
+        let state =
+            self.rooms.get(&msg.room_id).ok_or_else(|| ApiError::NotFound(format!("no room {}", msg.room_id)))?;
         let me = Self::member_index(&state.room, &msg.by)
             .ok_or_else(|| ApiError::Forbidden("you are not a member of this room".into()))?;
         if let Some(closed) = &state.closed {
             // Closed already (the partner skipped or left at the same time): same answer, no change.
-            return Ok(SkipResponse {
-                status: "skipped".into(),
-                requeued: closed.requeued[me],
-            });
+            return Ok(SkipResponse { status: "skipped".into(), requeued: closed.requeued[me] });
         }
         METRICS.skips.inc();
         tracing::debug!(request_id = msg.request_id, room_id = %msg.room_id, by = %msg.by, "room skipped");
-        let requeued = self
-            .close_room(&msg.room_id, me, "skipped", "partner_skipped", msg.requeue)
-            .unwrap_or(msg.requeue);
-        Ok(SkipResponse {
-            status: "skipped".into(),
-            requeued,
-        })
+        let requeued =
+            self.close_room(&msg.room_id, me, "skipped", "partner_skipped", msg.requeue).unwrap_or(msg.requeue);
+        Ok(SkipResponse { status: "skipped".into(), requeued })
     }
 }
 

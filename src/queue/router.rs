@@ -63,16 +63,12 @@ impl PoolRouter {
             None => return Err(ApiError::NotFound(format!("no pool named {pool}"))),
         };
         if self.inner.pools.len() >= self.inner.max_pools {
-            return Err(ApiError::Conflict(format!(
-                "too many pools (limit {})",
-                self.inner.max_pools
-            )));
+            return Err(ApiError::Conflict(format!("too many pools (limit {})", self.inner.max_pools)));
         }
         let entry = self.inner.pools.entry(pool.clone()).or_insert_with(|| {
             // Pools spread over the shard threads by name.
             let placement = shard_of(name_slot(pool.as_str()), self.inner.arbiters.len());
-            let (name, pairs, rescan_ms) =
-                (pool.clone(), self.inner.pairs.clone(), self.inner.rescan_ms);
+            let (name, pairs, rescan_ms) = (pool.clone(), self.inner.pairs.clone(), self.inner.rescan_ms);
             PoolCoordinator::start_in_arbiter(&self.inner.arbiters[placement], move |_| {
                 PoolCoordinator::new(name, rules, pairs, rescan_ms)
             })

@@ -58,9 +58,7 @@ impl PoolRules {
     /// True when compatibility can change with time alone (widening tolerance, rematch windows
     /// running out), so the pool must re-check waiting users on a timer as well as on joins.
     pub fn time_dependent(&self) -> bool {
-        self.rating_widen_per_sec > 0
-            || self.rematch_window_ms > 0
-            || self.priority_after_ms.is_some()
+        self.rating_widen_per_sec > 0 || self.rematch_window_ms > 0 || self.priority_after_ms.is_some()
     }
 
     /// A room's payload: the static part plus a random prompt.

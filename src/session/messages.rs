@@ -38,10 +38,7 @@ impl CloseReason {
 #[rtype(result = "()")]
 pub enum Deliver {
     /// The first message a connection gets: its `hello`, then the events it missed.
-    Resume {
-        hello: Event,
-        missed: Vec<Arc<Event>>,
-    },
+    Resume { hello: Event, missed: Vec<Arc<Event>> },
     /// A live event.
     Event(Arc<Event>),
     /// Close the connection.
@@ -57,11 +54,19 @@ pub struct SessionHandle {
 }
 
 /// A change to the user's index of active matches, made together with the event that reports it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum IndexChange {
     None,
     AddMatch(Match),
     RemoveMatch(MatchId),
+}
+
+/// Which pair decision an event comes from, so a re-published event is logged once and the pair
+/// can be told when it is safely in the user's log.
+#[derive(Debug, Clone)]
+pub struct EffectRef {
+    pub id: String,
+    pub pair: crate::coord::slot::PairKey,
 }
 
 /// Append an event to `user`'s stream and deliver it to the user's connections.
@@ -71,6 +76,7 @@ pub struct Publish {
     pub user: UserId,
     pub kind: EventKind,
     pub change: IndexChange,
+    pub effect: Option<EffectRef>,
 }
 
 /// Open a stream for `user`, resuming after `since` when given.
@@ -92,7 +98,7 @@ pub struct Unsubscribe {
 
 /// The user's active matches.
 #[derive(Debug, Message)]
-#[rtype(result = "Vec<Match>")]
+#[rtype(result = "Result<Vec<Match>, ApiError>")]
 pub struct ListMatches {
     pub user: UserId,
 }

@@ -2,7 +2,7 @@
 
 use actix::Addr;
 
-use super::messages::{IndexChange, Publish};
+use super::messages::{EffectRef, IndexChange, Publish};
 use super::user_shard::UserShard;
 use crate::coord::slot::{shard_of, user_slot};
 use crate::protocol::{EventKind, UserId};
@@ -14,9 +14,7 @@ pub struct UserRouter {
 
 impl UserRouter {
     pub fn new(shards: Vec<Addr<UserShard>>) -> Self {
-        UserRouter {
-            shards: shards.into(),
-        }
+        UserRouter { shards: shards.into() }
     }
 
     /// The shard owning `user`'s stream.
@@ -26,12 +24,8 @@ impl UserRouter {
 
     /// Appends an event to `user`'s stream. The user shard's mailbox is not bounded: an event
     /// must never be dropped on the way to the log (I2); slow clients are bounded per connection.
-    pub fn publish(&self, user: &UserId, kind: EventKind, change: IndexChange) {
-        self.for_user(user).do_send(Publish {
-            user: user.clone(),
-            kind,
-            change,
-        });
+    pub fn publish(&self, user: &UserId, kind: EventKind, change: IndexChange, effect: Option<EffectRef>) {
+        self.for_user(user).do_send(Publish { user: user.clone(), kind, change, effect });
     }
 
     pub fn all(&self) -> &[Addr<UserShard>] {

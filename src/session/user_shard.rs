@@ -2,24 +2,33 @@
 //! active matches, and the user's place (idle, queued, in a room; see `queue::placement`).
 //! Publishing, subscribing and resuming are all messages to this one actor, so the order "replay
 //! what was missed, then go live" cannot interleave with a new event (I2).
+//!
+//! With Redis, a user's log and match index are loaded on first touch (messages for the user wait
+//! behind the load, in order), new events are written in the shard's next batch, and they reach
+//! connections (and are confirmed to the pair that owes them) only after that batch commits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::SendError;
-use actix::{Actor, AsyncContext, Context, Handler};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, ContextFutureSpawner, Handler, ResponseFuture, WrapFuture};
+use bytes::Bytes;
 use smallvec::SmallVec;
+use tokio::sync::oneshot;
 
 use super::event_log::{EventLog, Replay};
 use super::messages::{
-    CloseAll, CloseReason, Deliver, IndexChange, ListMatches, Publish, SessionHandle, Subscribe,
-    Unsubscribe,
+    CloseAll, CloseReason, Deliver, EffectRef, IndexChange, ListMatches, Publish, SessionHandle, Subscribe, Unsubscribe,
 };
 use crate::config::Limits;
+use crate::coord::shard::EffectsPersisted;
+use crate::coord::slot::PairKey;
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::persist::store::text;
+use crate::persist::{keys, RedisStore, StoreError};
 use crate::protocol::event::Hello;
 use crate::protocol::{Event, EventKind, Match, UserId};
 use crate::queue::placement::Place;
@@ -34,6 +43,8 @@ pub(crate) struct UserEntry {
     pub(crate) place: Place,
     /// Bumped on every connect and disconnect, so a pending presence check can tell it is stale.
     presence_gen: u64,
+    /// With Redis: the log and matches reflect what is stored.
+    loaded: bool,
 }
 
 /// The other actors a user shard talks to; set once by `Wire` before any traffic.
@@ -48,6 +59,47 @@ pub struct Links {
 #[rtype(result = "()")]
 pub struct Wire(pub Links);
 
+/// A message that must wait until its user is loaded.
+enum Deferred {
+    Publish(Publish),
+    Subscribe(Subscribe, oneshot::Sender<Result<(), ApiError>>),
+    ListMatches(UserId, oneshot::Sender<Vec<Match>>),
+}
+
+/// One group commit of user logs.
+#[derive(Default)]
+struct UserBatch {
+    /// New events in log order, to store then deliver.
+    events: Vec<(UserId, Arc<Event>)>,
+    index: Vec<(UserId, IndexChange)>,
+    /// Effects to confirm to their pairs once this batch is stored.
+    confirms: Vec<(PairKey, String, UserId)>,
+    loads: Vec<UserId>,
+}
+
+impl UserBatch {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.index.is_empty() && self.confirms.is_empty() && self.loads.is_empty()
+    }
+
+    fn ops(&self) -> usize {
+        self.events.len() + self.index.len() + self.loads.len()
+    }
+}
+
+struct UserDurable {
+    store: RedisStore,
+    next: UserBatch,
+    in_flight: bool,
+    flush_queued: bool,
+    loading: HashMap<UserId, Vec<Deferred>>,
+    max_batch: usize,
+}
+
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct FlushUsers;
+
 pub struct UserShard {
     pub(crate) users: HashMap<UserId, UserEntry>,
     limits: Limits,
@@ -56,69 +108,189 @@ pub struct UserShard {
     links: Option<Links>,
     /// How long a user may stay disconnected before losing a queue place or room.
     presence_grace: Duration,
+    durable: Option<UserDurable>,
 }
 
 impl UserShard {
-    pub fn new(limits: Limits, node_id: Arc<str>, presence_grace: Duration) -> Self {
+    pub fn new(
+        limits: Limits,
+        node_id: Arc<str>,
+        presence_grace: Duration,
+        store: Option<(RedisStore, usize)>,
+    ) -> Self {
         UserShard {
             users: HashMap::new(),
             limits,
             node_id,
             links: None,
             presence_grace,
+            durable: store.map(|(store, max_batch)| UserDurable {
+                store,
+                next: UserBatch::default(),
+                in_flight: false,
+                flush_queued: false,
+                loading: HashMap::new(),
+                max_batch,
+            }),
         }
     }
 
     pub(crate) fn links(&self) -> Result<&Links, ApiError> {
-        self.links
-            .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("the server is still starting".into()))
+        self.links.as_ref().ok_or_else(|| ApiError::Unavailable("the server is still starting".into()))
     }
 
     pub(crate) fn entry(&mut self, user: &UserId) -> &mut UserEntry {
         let capacity = self.limits.event_log_capacity;
+        let in_memory = self.durable.is_none();
         self.users.entry(user.clone()).or_insert_with(|| UserEntry {
             log: EventLog::new(capacity),
             sessions: SmallVec::new(),
             matches: Vec::new(),
             place: Place::Idle,
             presence_gen: 0,
+            loaded: in_memory,
         })
     }
 
-    /// Appends an event to `user`'s log and writes it to every connection of the user.
-    pub(crate) fn publish(
+    /// Runs `msg` now if the user is loaded, else queues it behind the user's load.
+    fn when_loaded(&mut self, user: &UserId, msg: Deferred, ctx: &mut Context<Self>) {
+        if self.entry(user).loaded {
+            return self.run(msg, ctx);
+        }
+        let Some(d) = self.durable.as_mut() else { return };
+        let waiting = d.loading.entry(user.clone()).or_default();
+        if waiting.is_empty() {
+            d.next.loads.push(user.clone());
+        }
+        waiting.push(msg);
+        self.schedule_flush(ctx);
+    }
+
+    fn run(&mut self, msg: Deferred, ctx: &mut Context<Self>) {
+        match msg {
+            Deferred::Publish(p) => self.publish_loaded(&p.user, &p.kind, p.change, p.effect, ctx),
+            Deferred::Subscribe(s, tx) => {
+                let _ = tx.send(self.subscribe_loaded(s));
+            }
+            Deferred::ListMatches(user, tx) => {
+                let _ = tx.send(self.entry(&user).matches.clone());
+            }
+        }
+    }
+
+    /// Appends an event to `user`'s log and delivers it (now in memory; after commit with Redis).
+    pub(crate) fn publish(&mut self, user: &UserId, kind: &EventKind, change: IndexChange, ctx: &mut Context<Self>) {
+        let msg = Publish { user: user.clone(), kind: kind.clone(), change, effect: None };
+        self.when_loaded(user, Deferred::Publish(msg), ctx);
+    }
+
+    fn publish_loaded(
         &mut self,
         user: &UserId,
         kind: &EventKind,
         change: IndexChange,
+        effect: Option<EffectRef>,
         ctx: &mut Context<Self>,
     ) {
+        let durable = self.durable.is_some();
         let entry = self.entry(user);
-        match change {
-            IndexChange::None => {}
-            IndexChange::AddMatch(m) => entry.matches.push(m),
-            IndexChange::RemoveMatch(id) => entry.matches.retain(|m| m.match_id != id),
+        if let Some(fx) = &effect {
+            if let Some(existing) = entry.log.find_effect(&fx.id) {
+                // A re-publish of an event already logged: confirm it, log nothing.
+                let durable_now = existing.id <= entry.log.durable_id();
+                self.confirm(fx.pair.clone(), fx.id.clone(), user.clone(), durable_now, ctx);
+                return;
+            }
         }
-        let event = entry.log.push(kind);
-        let before = entry.sessions.len();
-        entry.sessions.retain(
-            |s| match s.recipient.try_send(Deliver::Event(event.clone())) {
-                Ok(()) => true,
-                Err(SendError::Full(_)) => {
-                    // The connection's outbox is full: close it rather than buffer without bound.
-                    // It resumes from its last id when it reconnects.
-                    METRICS.slow_consumers.inc();
-                    s.recipient
-                        .do_send(Deliver::Close(CloseReason::SlowConsumer));
-                    false
+        match &change {
+            IndexChange::None => {}
+            IndexChange::AddMatch(m) => entry.matches.push(m.clone()),
+            IndexChange::RemoveMatch(id) => entry.matches.retain(|m| m.match_id != *id),
+        }
+        let event = entry.log.push(kind, effect.as_ref().map(|fx| Arc::from(fx.id.as_str())));
+        if !durable {
+            entry.log.mark_durable(event.id);
+            self.deliver(user, event, ctx);
+            return;
+        }
+        let Some(d) = self.durable.as_mut() else { return };
+        d.next.events.push((user.clone(), event));
+        if !matches!(change, IndexChange::None) {
+            d.next.index.push((user.clone(), change));
+        }
+        if let Some(fx) = effect {
+            d.next.confirms.push((fx.pair, fx.id, user.clone()));
+        }
+        self.schedule_flush(ctx);
+    }
+
+    /// Tells the pair that owes `effect` to `user` that it is logged (now, or after the next commit).
+    fn confirm(&mut self, pair: PairKey, effect: String, user: UserId, durable_now: bool, ctx: &mut Context<Self>) {
+        match (durable_now, self.durable.as_mut()) {
+            (false, Some(d)) => {
+                d.next.confirms.push((pair, effect, user));
+                self.schedule_flush(ctx);
+            }
+            _ => {
+                if let Ok(links) = self.links() {
+                    links
+                        .pairs
+                        .for_slot(pair.slot())
+                        .do_send(EffectsPersisted { pair, confirmed: vec![(effect, user)] });
                 }
-                Err(SendError::Closed(_)) => false,
-            },
-        );
+            }
+        }
+    }
+
+    /// Writes a durable event to every connection of `user`.
+    fn deliver(&mut self, user: &UserId, event: Arc<Event>, ctx: &mut Context<Self>) {
+        let entry = self.entry(user);
+        let before = entry.sessions.len();
+        entry.sessions.retain(|s| match s.recipient.try_send(Deliver::Event(event.clone())) {
+            Ok(()) => true,
+            Err(SendError::Full(_)) => {
+                // The connection's outbox is full: close it rather than buffer without bound.
+                // It resumes from its last id when it reconnects.
+                METRICS.slow_consumers.inc();
+                s.recipient.do_send(Deliver::Close(CloseReason::SlowConsumer));
+                false
+            }
+            Err(SendError::Closed(_)) => false,
+        });
         if before > 0 && entry.sessions.is_empty() {
             self.went_offline(user, ctx);
         }
+    }
+
+    fn subscribe_loaded(&mut self, msg: Subscribe) -> Result<(), ApiError> {
+        let max = self.limits.max_connections_per_user;
+        let node = self.node_id.clone();
+        let entry = self.entry(&msg.user);
+        entry.sessions.retain(|s| s.recipient.connected());
+        if entry.sessions.len() >= max {
+            return Err(ApiError::Conflict(format!(
+                "this user already has {max} open connections on this node (limits.max_connections_per_user)"
+            )));
+        }
+        let last_id = entry.log.durable_id();
+        let replay = match msg.since {
+            Some(since) => entry.log.since(since),
+            None => Replay { events: Vec::new(), gap: false },
+        };
+        let hello_id = replay.events.first().map(|e| e.id - 1).unwrap_or(last_id);
+        let hello = Event::hello(
+            hello_id,
+            &Hello { user: &msg.user, node: &node, last_id, resumed_from: msg.since, gap: replay.gap },
+        );
+        // Sent before the session is registered, so it precedes every live event in the mailbox.
+        // `do_send`: the first message to a fresh mailbox; its size is bounded by the log capacity.
+        msg.session.recipient.do_send(Deliver::Resume { hello, missed: replay.events });
+        if entry.sessions.is_empty() {
+            METRICS.connected_users.inc();
+        }
+        entry.presence_gen += 1;
+        entry.sessions.push(msg.session);
+        Ok(())
     }
 
     /// The user's last connection is gone: after the grace period, give up their place.
@@ -129,15 +301,193 @@ impl UserShard {
         let generation = entry.presence_gen;
         let user = user.clone();
         ctx.run_later(self.presence_grace, move |act, ctx| {
-            let still_gone = act
-                .users
-                .get(&user)
-                .is_some_and(|e| e.presence_gen == generation && e.sessions.is_empty());
+            let still_gone =
+                act.users.get(&user).is_some_and(|e| e.presence_gen == generation && e.sessions.is_empty());
             if still_gone {
                 act.presence_expired(&user, ctx);
             }
         });
     }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_mut() else { return };
+        if d.in_flight || d.next.is_empty() {
+            return;
+        }
+        if d.next.ops() >= d.max_batch {
+            d.flush_queued = false;
+            self.flush(ctx);
+        } else if !d.flush_queued {
+            d.flush_queued = true;
+            ctx.notify(FlushUsers);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let cap = self.limits.event_log_capacity;
+        let Some(d) = self.durable.as_mut() else { return };
+        if d.in_flight || d.next.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut d.next);
+        d.in_flight = true;
+        METRICS.persist_batch_size.observe(batch.ops() as f64);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut commands = 0;
+        for (user, event) in &batch.events {
+            pipe.cmd("XADD")
+                .arg(keys::events(user))
+                .arg("MAXLEN")
+                .arg(cap)
+                .arg(format!("{}-0", event.id))
+                .arg("json")
+                .arg(event.json.as_ref())
+                .arg("fx")
+                .arg(event.effect.as_deref().unwrap_or(""));
+            commands += 1;
+        }
+        for (user, change) in &batch.index {
+            match change {
+                IndexChange::AddMatch(m) => {
+                    pipe.cmd("HSET")
+                        .arg(keys::matches(user))
+                        .arg(m.match_id.as_str())
+                        .arg(serde_json::to_string(m).unwrap_or_default());
+                }
+                IndexChange::RemoveMatch(id) => {
+                    pipe.cmd("HDEL").arg(keys::matches(user)).arg(id.as_str());
+                }
+                IndexChange::None => continue,
+            }
+            commands += 1;
+        }
+        let first_load = commands;
+        for user in &batch.loads {
+            pipe.cmd("XREVRANGE").arg(keys::events(user)).arg("+").arg("-").arg("COUNT").arg(cap);
+            pipe.cmd("HGETALL").arg(keys::matches(user));
+            commands += 2;
+        }
+        let store = d.store.clone();
+        async move {
+            if commands == 0 {
+                Ok(Vec::new())
+            } else {
+                store.run(pipe, commands).await
+            }
+        }
+        .into_actor(self)
+        .map(move |res, act, ctx| match res {
+            Ok(values) if values.len() == commands => act.committed(batch, &values[first_load..], ctx),
+            Ok(values) => act.batch_failed(
+                StoreError::Corrupt {
+                    key: "batch".into(),
+                    message: format!("{} replies for {commands}", values.len()),
+                },
+                ctx,
+            ),
+            Err(e) => act.batch_failed(e, ctx),
+        })
+        .spawn(ctx);
+    }
+
+    fn committed(&mut self, batch: UserBatch, loads: &[redis::Value], ctx: &mut Context<Self>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.in_flight = false;
+        }
+        for (user, event) in batch.events {
+            self.entry(&user).log.mark_durable(event.id);
+            self.deliver(&user, event, ctx);
+        }
+        let mut by_pair: HashMap<PairKey, Vec<(String, UserId)>> = HashMap::new();
+        for (pair, effect, user) in batch.confirms {
+            by_pair.entry(pair).or_default().push((effect, user));
+        }
+        if let Ok(links) = self.links() {
+            for (pair, confirmed) in by_pair {
+                links.pairs.for_slot(pair.slot()).do_send(EffectsPersisted { pair, confirmed });
+            }
+        }
+        for (user, values) in batch.loads.iter().zip(loads.chunks(2)) {
+            self.restore(user, values);
+            let waiting = self.durable.as_mut().and_then(|d| d.loading.remove(user)).unwrap_or_default();
+            for msg in waiting {
+                self.run(msg, ctx);
+            }
+        }
+        self.schedule_flush(ctx);
+    }
+
+    /// Installs a user's stored log and matches.
+    fn restore(&mut self, user: &UserId, values: &[redis::Value]) {
+        let cap = self.limits.event_log_capacity;
+        let mut events = Vec::new();
+        if let Some(redis::Value::Array(entries)) = values.first() {
+            for entry in entries.iter().rev() {
+                if let Some(e) = parse_stream_entry(entry) {
+                    events.push(Arc::new(e));
+                }
+            }
+        }
+        let mut matches: Vec<Match> = Vec::new();
+        if let Some(redis::Value::Array(fields)) = values.get(1) {
+            for pair in fields.chunks(2) {
+                if let Some(m) = pair.get(1).and_then(text).and_then(|j| serde_json::from_str(&j).ok()) {
+                    matches.push(m);
+                }
+            }
+        }
+        let entry = self.entry(user);
+        entry.log = EventLog::restored(cap, events);
+        entry.matches = matches;
+        entry.loaded = true;
+    }
+
+    /// A batch failed: nothing in it reached a client. Forget every user's log so it is reloaded
+    /// from what is stored; pairs re-publish what they still owe.
+    fn batch_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
+        let err = ApiError::from(e);
+        let cap = self.limits.event_log_capacity;
+        let Some(d) = self.durable.as_mut() else { return };
+        d.in_flight = false;
+        d.next = UserBatch::default();
+        for (_, waiting) in d.loading.drain() {
+            for msg in waiting {
+                match msg {
+                    Deferred::Subscribe(_, tx) => drop(tx.send(Err(err.clone()))),
+                    Deferred::ListMatches(_, tx) => drop(tx),
+                    Deferred::Publish(_) => {}
+                }
+            }
+        }
+        for entry in self.users.values_mut() {
+            entry.loaded = false;
+            entry.log = EventLog::new(cap);
+            entry.matches.clear();
+        }
+        let _ = ctx;
+    }
+}
+
+/// Parses one `XREVRANGE` entry: `[id, [json, <json>, fx, <effect>]]`.
+fn parse_stream_entry(entry: &redis::Value) -> Option<Event> {
+    let redis::Value::Array(parts) = entry else { return None };
+    let id: u64 = text(parts.first()?)?.split('-').next()?.parse().ok()?;
+    let redis::Value::Array(fields) = parts.get(1)? else { return None };
+    let mut json = None;
+    let mut effect = None;
+    for kv in fields.chunks(2) {
+        match (kv.first().and_then(text).as_deref(), kv.get(1)) {
+            (Some("json"), Some(v)) => json = text(v),
+            (Some("fx"), Some(v)) => effect = text(v).filter(|s| !s.is_empty()),
+            _ => {}
+        }
+    }
+    let json = json?;
+    let type_name = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).and_then(EventKind::known_type))?;
+    Some(Event::stored(id, type_name, Bytes::from(json), effect.map(Arc::from)))
 }
 
 impl Actor for UserShard {
@@ -152,58 +502,34 @@ impl Handler<Wire> for UserShard {
     }
 }
 
+impl Handler<FlushUsers> for UserShard {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushUsers, ctx: &mut Context<Self>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.flush_queued = false;
+        }
+        self.flush(ctx);
+    }
+}
+
 impl Handler<Publish> for UserShard {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
-        self.publish(&msg.user, &msg.kind, msg.change, ctx);
+        let user = msg.user.clone();
+        self.when_loaded(&user, Deferred::Publish(msg), ctx);
     }
 }
 
 impl Handler<Subscribe> for UserShard {
-    type Result = Result<(), ApiError>;
+    type Result = ResponseFuture<Result<(), ApiError>>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
-        let max = self.limits.max_connections_per_user;
-        let node = self.node_id.clone();
-        let entry = self.entry(&msg.user);
-        entry.sessions.retain(|s| s.recipient.connected());
-        if entry.sessions.len() >= max {
-            return Err(ApiError::Conflict(format!(
-                "this user already has {max} open connections on this node (limits.max_connections_per_user)"
-            )));
-        }
-        let last_id = entry.log.last_id();
-        let replay = match msg.since {
-            Some(since) => entry.log.since(since),
-            None => Replay {
-                events: Vec::new(),
-                gap: false,
-            },
-        };
-        let hello_id = replay.events.first().map(|e| e.id - 1).unwrap_or(last_id);
-        let hello = Event::hello(
-            hello_id,
-            &Hello {
-                user: &msg.user,
-                node: &node,
-                last_id,
-                resumed_from: msg.since,
-                gap: replay.gap,
-            },
-        );
-        // Sent before the session is registered, so it precedes every live event in the mailbox.
-        // `do_send`: the first message to a fresh mailbox; its size is bounded by the log capacity.
-        msg.session.recipient.do_send(Deliver::Resume {
-            hello,
-            missed: replay.events,
-        });
-        if entry.sessions.is_empty() {
-            METRICS.connected_users.inc();
-        }
-        entry.presence_gen += 1;
-        entry.sessions.push(msg.session);
-        Ok(())
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let user = msg.user.clone();
+        self.when_loaded(&user, Deferred::Subscribe(msg, tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
     }
 }
 
@@ -222,13 +548,15 @@ impl Handler<Unsubscribe> for UserShard {
 }
 
 impl Handler<ListMatches> for UserShard {
-    type Result = Vec<Match>;
+    type Result = ResponseFuture<Result<Vec<Match>, ApiError>>;
 
-    fn handle(&mut self, msg: ListMatches, _: &mut Context<Self>) -> Vec<Match> {
-        self.users
-            .get(&msg.user)
-            .map(|e| e.matches.clone())
-            .unwrap_or_default()
+    fn handle(&mut self, msg: ListMatches, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let user = msg.user.clone();
+        self.when_loaded(&user, Deferred::ListMatches(msg.user, tx), ctx);
+        Box::pin(async move {
+            rx.await.map_err(|_| ApiError::Unavailable("persistence is not reachable; retry later".into()))
+        })
     }
 }
 

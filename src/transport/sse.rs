@@ -61,10 +61,7 @@ impl Actor for SseSession {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         METRICS.connections.with_label_values(&["sse"]).dec();
-        self.node.users.for_user(&self.user).do_send(Unsubscribe {
-            user: self.user.clone(),
-            session_id: self.id,
-        });
+        self.node.users.for_user(&self.user).do_send(Unsubscribe { user: self.user.clone(), session_id: self.id });
     }
 }
 
@@ -93,15 +90,14 @@ impl Handler<Deliver> for SseSession {
 fn resume_point(req: &HttpRequest, query_since: Option<u64>) -> Result<Option<u64>, ApiError> {
     match req.headers().get("last-event-id") {
         Some(v) => {
-            let text = v
-                .to_str()
-                .map_err(|_| ApiError::BadRequest("Last-Event-ID is not text".into()))?;
+            let text = v.to_str().map_err(|_| ApiError::BadRequest("Last-Event-ID is not text".into()))?;
             if text.trim().is_empty() {
                 return Ok(query_since);
             }
-            text.trim().parse().map(Some).map_err(|_| {
-                ApiError::BadRequest("Last-Event-ID must be an event id (an integer)".into())
-            })
+            text.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be an event id (an integer)".into()))
         }
         None => Ok(query_since),
     }
@@ -124,31 +120,20 @@ pub async fn events(
         let (node, user) = (node.clone(), user.clone());
         move |ctx| {
             ctx.set_mailbox_capacity(outbox);
-            SseSession {
-                node,
-                user,
-                id,
-                body: tx,
-            }
+            SseSession { node, user, id, body: tx }
         }
     });
-    let subscribe = Subscribe {
-        user: user.clone(),
-        session: SessionHandle {
-            id,
-            recipient: session.clone().recipient(),
-        },
-        since,
-    };
+    let subscribe =
+        Subscribe { user: user.clone(), session: SessionHandle { id, recipient: session.clone().recipient() }, since };
     if let Err(e) = node.users.for_user(&user).send(subscribe).await? {
         session.do_send(Deliver::Close(crate::session::CloseReason::ShuttingDown));
         return Err(e);
     }
-    let body = stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|bytes| (Ok::<Bytes, actix_web::Error>(bytes), rx))
-    });
+    let body =
+        stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|bytes| (Ok::<Bytes, actix_web::Error>(bytes), rx)) },
+        );
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -7,8 +7,7 @@
 //! consumer instead of buffering without bound.
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, ContextFutureSpawner, Handler,
-    StreamHandler, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, ContextFutureSpawner, Handler, StreamHandler, WrapFuture,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
@@ -41,14 +40,7 @@ pub struct WsSession {
 impl WsSession {
     pub fn new(node: Node, user: UserId, since: Option<u64>) -> Self {
         let id = node.next_session_id();
-        WsSession {
-            node,
-            user,
-            id,
-            since,
-            last_seen: Instant::now(),
-            subscribed: false,
-        }
+        WsSession { node, user, id, since, last_seen: Instant::now(), subscribed: false }
     }
 
     fn write_event(&self, ctx: &mut ws::WebsocketContext<Self>, event: &Event) {
@@ -67,24 +59,12 @@ impl WsSession {
         }
     }
 
-    fn write_error(
-        ctx: &mut ws::WebsocketContext<Self>,
-        err: &ApiError,
-        ref_: Option<&serde_json::Value>,
-    ) {
+    fn write_error(ctx: &mut ws::WebsocketContext<Self>, err: &ApiError, ref_: Option<&serde_json::Value>) {
         crate::metrics::count_error(err.code());
         let message = err.to_string();
         Self::write_json(
             ctx,
-            &ErrorFrame {
-                type_: "error",
-                ref_,
-                data: ErrorData {
-                    code: err.code(),
-                    message: &message,
-                    ref_,
-                },
-            },
+            &ErrorFrame { type_: "error", ref_, data: ErrorData { code: err.code(), message: &message, ref_ } },
         );
     }
 
@@ -104,33 +84,20 @@ impl WsSession {
     fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => {
-                return Self::write_error(
-                    ctx,
-                    &ApiError::BadRequest(format!("frame is not JSON: {e}")),
-                    None,
-                )
-            }
+            Err(e) => return Self::write_error(ctx, &ApiError::BadRequest(format!("frame is not JSON: {e}")), None),
         };
         let ref_ = value.get("ref").cloned();
         let frame: ClientFrame = match serde_json::from_value(value) {
             Ok(f) => f,
             Err(e) => {
-                return Self::write_error(
-                    ctx,
-                    &ApiError::BadRequest(format!("invalid frame: {e}")),
-                    ref_.as_ref(),
-                )
+                return Self::write_error(ctx, &ApiError::BadRequest(format!("invalid frame: {e}")), ref_.as_ref())
             }
         };
         let node = self.node.clone();
         let user = self.user.clone();
         let request_id = node.next_request_id();
         match frame.action {
-            ClientAction::Ping => Self::write_json(
-                ctx,
-                &serde_json::json!({"type": "pong", "ref": ref_, "data": {}}),
-            ),
+            ClientAction::Ping => Self::write_json(ctx, &serde_json::json!({"type": "pong", "ref": ref_, "data": {}})),
             ClientAction::Swipe(req) => {
                 let fut = async move { node.swipe(&user, req, request_id, Via::Ws).await };
                 self.reply_when_done(fut, ref_, ctx);
@@ -149,34 +116,20 @@ impl WsSession {
             }
             ClientAction::Skip { room_id, requeue } => {
                 let requeue = requeue.unwrap_or(true);
-                let fut = async move {
-                    node.skip(&user, room_id, requeue, request_id, Via::Ws)
-                        .await
-                };
+                let fut = async move { node.skip(&user, room_id, requeue, request_id, Via::Ws).await };
                 self.reply_when_done(fut, ref_, ctx);
             }
         }
     }
 
-    fn reply_when_done<T, F>(
-        &self,
-        fut: F,
-        ref_: Option<serde_json::Value>,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) where
+    fn reply_when_done<T, F>(&self, fut: F, ref_: Option<serde_json::Value>, ctx: &mut ws::WebsocketContext<Self>)
+    where
         T: Serialize + 'static,
         F: std::future::Future<Output = Result<T, ApiError>> + 'static,
     {
         fut.into_actor(self)
             .map(move |res, _act: &mut WsSession, ctx| match res {
-                Ok(data) => Self::write_json(
-                    ctx,
-                    &Ack {
-                        type_: "ack",
-                        ref_: &ref_,
-                        data,
-                    },
-                ),
+                Ok(data) => Self::write_json(ctx, &Ack { type_: "ack", ref_: &ref_, data }),
                 Err(e) => Self::write_error(ctx, &e, ref_.as_ref()),
             })
             .spawn(ctx);
@@ -192,10 +145,7 @@ impl Actor for WsSession {
         self.heartbeat(ctx);
         let subscribe = Subscribe {
             user: self.user.clone(),
-            session: SessionHandle {
-                id: self.id,
-                recipient: ctx.address().recipient(),
-            },
+            session: SessionHandle { id: self.id, recipient: ctx.address().recipient() },
             since: self.since,
         };
         // Registration is the one place the session waits: nothing else should run before it.
@@ -215,10 +165,7 @@ impl Actor for WsSession {
                     ctx.stop();
                 }
                 Err(_) => {
-                    ctx.close(Some(ws::CloseReason {
-                        code: ws::CloseCode::Restart,
-                        description: None,
-                    }));
+                    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Restart, description: None }));
                     ctx.stop();
                 }
             })
@@ -228,10 +175,7 @@ impl Actor for WsSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         METRICS.connections.with_label_values(&["ws"]).dec();
         if self.subscribed {
-            self.node.users.for_user(&self.user).do_send(Unsubscribe {
-                user: self.user.clone(),
-                session_id: self.id,
-            });
+            self.node.users.for_user(&self.user).do_send(Unsubscribe { user: self.user.clone(), session_id: self.id });
         }
     }
 }
@@ -282,10 +226,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                     _ => ws::CloseCode::Protocol,
                 };
                 tracing::debug!(user = %self.user, error = %e, "websocket protocol error");
-                ctx.close(Some(ws::CloseReason {
-                    code,
-                    description: Some(e.to_string()),
-                }));
+                ctx.close(Some(ws::CloseReason { code, description: Some(e.to_string()) }));
                 ctx.stop();
             }
         }
@@ -303,7 +244,5 @@ pub async fn upgrade(
     let node: Node = node.get_ref().clone();
     let frame_size = node.config.limits.max_frame_bytes;
     let session = WsSession::new(node, user.0, query.since);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(frame_size)
-        .start()
+    ws::WsResponseBuilder::new(session, &req, stream).frame_size(frame_size).start()
 }

@@ -1,0 +1,24 @@
+//! Durability. Without `--redis` the server keeps state in memory only (and says so at start).
+//! With it, every shard writes its changes to Redis in batches (group commit: one atomic
+//! pipeline in flight per shard; everything decided meanwhile forms the next batch) and answers
+//! callers only after their batch is acknowledged (I7).
+//!
+//! Contract of a batch: it is applied atomically (MULTI/EXEC) or not at all. If it fails, the
+//! shard fails every waiter of that batch and of the batch queued behind it (which was decided on
+//! top of it), drops its cached state, and reloads lazily from Redis on the next touch. Nothing
+//! that failed was acknowledged.
+
+pub mod keys;
+pub mod records;
+pub mod store;
+
+pub use store::{RedisStore, StoreError};
+
+use crate::error::ApiError;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "persistence failed");
+        ApiError::Unavailable("persistence is not reachable; nothing was changed, retry later".into())
+    }
+}

@@ -1,0 +1,28 @@
+//! What is stored per pair: its decision state plus an outbox of events not yet confirmed to be
+//! in the users' logs. The outbox is written in the same transaction as the decision, so a crash
+//! between "match decided" and "both users' logs hold the event" cannot lose the event: whoever
+//! loads the pair next re-publishes it, and user logs drop duplicates by effect id (I2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::coord::pair_state::PairState;
+use crate::protocol::{EventKind, UserId};
+use crate::session::IndexChange;
+
+/// One event a pair decision owes one user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Unique per (user, effect): lets the user's log ignore a re-publish.
+    pub effect_id: String,
+    pub user: UserId,
+    pub kind: EventKind,
+    pub change: IndexChange,
+}
+
+/// The stored form of a pair.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PairRecord {
+    pub state: PairState,
+    #[serde(default)]
+    pub outbox: Vec<OutboxEntry>,
+}

@@ -1,0 +1,79 @@
+//! `RedisStore`: one multiplexed, self-reconnecting connection per shard, with every call bounded
+//! by the persistence timeout so a Redis outage turns into prompt 503s, not hung requests.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::metrics::METRICS;
+
+/// Why a store call failed. Callers only need to know it did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis call timed out")]
+    Timeout,
+    #[error("stored record {key} is unreadable: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Prepares a connection to `url`; it connects on first use (and reconnects by itself), so a
+    /// server can start while Redis is down and become ready when it returns. Must be called on
+    /// the runtime (arbiter) that will use it.
+    pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(RedisStore { conn, timeout })
+    }
+
+    /// Runs `pipe` (atomic if built with `.atomic()`), returning one value per command.
+    pub async fn run(&self, pipe: redis::Pipeline, commands: usize) -> Result<Vec<redis::Value>, StoreError> {
+        let started = tokio::time::Instant::now();
+        let mut conn = self.conn.clone();
+        let result = tokio::time::timeout(self.timeout, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
+        METRICS.persist_seconds.observe(started.elapsed().as_secs_f64());
+        METRICS.persist_round_trips.inc();
+        METRICS.persist_commands.inc_by(commands as u64);
+        match result {
+            Ok(Ok(values)) => Ok(values),
+            Ok(Err(e)) => {
+                METRICS.persist_errors.inc();
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+            Err(_) => {
+                METRICS.persist_errors.inc();
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+
+    /// Round trip to Redis (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING");
+        self.run(pipe, 1).await.map(|_| ())
+    }
+}
+
+/// Reads a bulk string value as UTF-8 text (`None` for nil).
+pub fn text(value: &redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
