@@ -7,6 +7,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::metrics::METRICS;
 
+/// Pause before resending a pipeline whose connection dropped (lets the manager reconnect).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
 /// Why a store call failed. Callers only need to know it did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,24 +44,35 @@ impl RedisStore {
     }
 
     /// Runs `pipe` (atomic if built with `.atomic()`), returning one value per command.
+    ///
+    /// A pipeline that failed because the connection had dropped (Redis restarted) is sent once
+    /// more on the fresh connection. That is safe for what the shards write: full-record SETs,
+    /// SADD/SREM/HSET/HDEL are idempotent, and an XADD with an explicit id that already landed
+    /// is refused by Redis, which fails the batch and makes the shard reload.
     pub async fn run(&self, pipe: redis::Pipeline, commands: usize) -> Result<Vec<redis::Value>, StoreError> {
         let started = tokio::time::Instant::now();
-        let mut conn = self.conn.clone();
-        let result = tokio::time::timeout(self.timeout, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
+        let deadline = started + self.timeout;
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let mut conn = self.conn.clone();
+            METRICS.persist_round_trips.inc();
+            METRICS.persist_commands.inc_by(commands as u64);
+            match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
+                Ok(Ok(values)) => break Ok(values),
+                Ok(Err(e)) if attempt == 1 && (e.is_connection_dropped() || e.is_io_error()) => {
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    continue;
+                }
+                Ok(Err(e)) => break Err(StoreError::Unavailable(e.to_string())),
+                Err(_) => break Err(StoreError::Timeout),
+            }
+        };
         METRICS.persist_seconds.observe(started.elapsed().as_secs_f64());
-        METRICS.persist_round_trips.inc();
-        METRICS.persist_commands.inc_by(commands as u64);
-        match result {
-            Ok(Ok(values)) => Ok(values),
-            Ok(Err(e)) => {
-                METRICS.persist_errors.inc();
-                Err(StoreError::Unavailable(e.to_string()))
-            }
-            Err(_) => {
-                METRICS.persist_errors.inc();
-                Err(StoreError::Timeout)
-            }
+        if result.is_err() {
+            METRICS.persist_errors.inc();
         }
+        result
     }
 
     /// Round trip to Redis (readiness).
