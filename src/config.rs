@@ -20,6 +20,7 @@ pub const ENV_CONFIG: &str = "MATCHD_CONFIG";
 pub const ENV_SHARDS: &str = "MATCHD_SHARDS";
 pub const ENV_WORKERS: &str = "MATCHD_WORKERS";
 pub const ENV_LOG_FORMAT: &str = "MATCHD_LOG_FORMAT";
+pub const ENV_CORS_ORIGINS: &str = "MATCHD_CORS_ORIGINS";
 
 /// The secret dev mode signs tokens with; printed in the start-up warning.
 pub const DEV_SECRET: &str = "dev-secret";
@@ -58,6 +59,10 @@ pub struct Cli {
     /// Log format: "pretty" or "json" [default: pretty]
     #[arg(long, env = ENV_LOG_FORMAT)]
     pub log_format: Option<String>,
+    /// Browser origin allowed to call the API cross-origin, like https://app.example.com or "*" (repeat the
+    /// flag for several; the env var takes a comma-separated list) [default: none, no CORS headers]
+    #[arg(long = "cors-origin", env = ENV_CORS_ORIGINS, value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 /// Every limit the server enforces. All are in the `[limits]` table of the config file.
@@ -157,6 +162,7 @@ struct FileConfig {
     shards: Option<usize>,
     workers: Option<usize>,
     log_format: Option<String>,
+    cors_origins: Option<Vec<String>>,
     limits: Limits,
     timeouts: Timeouts,
     allow_dynamic_pools: Option<bool>,
@@ -187,6 +193,12 @@ pub struct Config {
     pub pools: HashMap<String, PoolRules>,
     /// Whether a join may name a pool that is not configured (it gets default rules).
     pub allow_dynamic_pools: bool,
+    /// Origins (`scheme://host[:port]`, or `"*"` for any) whose pages may call the API from a browser:
+    /// preflights get `Access-Control-Allow-*` for GET/POST/DELETE with Authorization and Content-Type,
+    /// and answers carry `Access-Control-Allow-Origin`. Flag `--cors-origin` (repeatable), env
+    /// `MATCHD_CORS_ORIGINS` (comma-separated), file key `cors_origins = [..]`. Empty (the default):
+    /// no CORS headers at all, so only same-origin pages (such as the dev demo at `/`) can call it.
+    pub cors_origins: Vec<String>,
 }
 
 /// A configuration problem, reported as one line before exit.
@@ -198,6 +210,17 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {key}: {message}")]
     Invalid { key: &'static str, message: String },
+}
+
+/// `*`, or `http(s)://host[:port]` with nothing after it: the form browsers send in `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(rest) = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', ','])
 }
 
 fn cores() -> usize {
@@ -219,6 +242,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             pools: HashMap::new(),
             allow_dynamic_pools: true,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -279,6 +303,15 @@ impl Config {
             timeouts: file.timeouts,
             pools: file.pools,
             allow_dynamic_pools: file.allow_dynamic_pools.unwrap_or(true),
+            cors_origins: if cli.cors_origins.is_empty() {
+                file.cors_origins.unwrap_or_default()
+            } else {
+                cli.cors_origins
+            }
+            .into_iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
         };
         config.validate()?;
         Ok(config)
@@ -337,6 +370,12 @@ impl Config {
             if let Err(message) = rules.validate() {
                 return Err(ConfigError::Invalid { key: "pools", message: format!("pool {name}: {message}") });
             }
+        }
+        if let Some(origin) = self.cors_origins.iter().find(|o| !valid_origin(o)) {
+            return Err(ConfigError::Invalid {
+                key: "cors_origins",
+                message: format!("{origin:?} is not \"*\" or an origin like https://app.example.com (no path)"),
+            });
         }
         let t = &self.timeouts;
         if t.heartbeat_interval_ms == 0 || t.client_timeout_ms <= t.heartbeat_interval_ms {
@@ -411,6 +450,17 @@ mod tests {
         assert_eq!(p.rating_tolerance, Some(100));
         assert_eq!(p.payload["minutes"], serde_json::json!(30));
         assert!(Config::from_toml("[pools.x]\nregion = \"maybe\"").is_err());
+    }
+
+    #[test]
+    fn cors_origins_come_from_flags_or_the_file() {
+        assert!(Config::from_toml("").unwrap().cors_origins.is_empty());
+        let c = Config::from_toml("cors_origins = [\"http://localhost:3000\", \"https://a.example\"]").unwrap();
+        assert_eq!(c.cors_origins, ["http://localhost:3000", "https://a.example"]);
+        let cli = Cli::try_parse_from(["matchd", "--cors-origin", "https://x.example,http://y:8080"]).unwrap();
+        assert_eq!(Config::from_cli(cli).unwrap().cors_origins, ["https://x.example", "http://y:8080"]);
+        let e = Config::from_toml("cors_origins = [\"https://a.example/path\"]").unwrap_err().to_string();
+        assert!(e.contains("cors_origins"), "{e}");
     }
 
     #[test]

@@ -76,6 +76,27 @@ impl ApiError {
     }
 }
 
+/// Decodes a request body or frame that must be a JSON object into `T`.
+pub fn decode_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(ApiError::from_decode)
+}
+
+impl ApiError {
+    /// Classifies a body that parsed as JSON but does not fit: a bad user id is `invalid_user`
+    /// (our id types name themselves in their errors), anything else `bad_request`.
+    pub fn from_decode(e: serde_json::Error) -> ApiError {
+        let message = e.to_string();
+        if message.contains("invalid user id") {
+            ApiError::InvalidUser(message)
+        } else {
+            ApiError::BadRequest(message)
+        }
+    }
+}
+
 impl From<actix::MailboxError> for ApiError {
     fn from(_: actix::MailboxError) -> Self {
         ApiError::shutting_down()

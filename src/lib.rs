@@ -109,7 +109,10 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let app_node = node.clone();
     let server = HttpServer::new(move || {
         let node = app_node.clone();
-        App::new().app_data(web::Data::new(node.clone())).configure(http::configure(&node))
+        App::new()
+            .wrap(http::cors::Cors::new(&node.config.cors_origins))
+            .app_data(web::Data::new(node.clone()))
+            .configure(http::configure(&node))
     })
     .workers(workers)
     .backlog(4096)

@@ -4,6 +4,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::auth::AuthUser;
+use super::body::{JsonBody, OptionalJsonBody};
 use crate::error::ApiError;
 use crate::node::{Node, Via};
 use crate::protocol::{
@@ -15,10 +16,10 @@ use crate::protocol::{
 pub async fn swipe(
     node: web::Data<Node>,
     user: AuthUser,
-    body: web::Json<SwipeRequest>,
+    body: JsonBody<SwipeRequest>,
 ) -> Result<web::Json<SwipeResponse>, ApiError> {
     let request_id = node.next_request_id();
-    node.swipe(&user.0, body.into_inner(), request_id, Via::Http).await.map(web::Json)
+    node.swipe(&user.0, body.0, request_id, Via::Http).await.map(web::Json)
 }
 
 /// `GET /v1/matches`.
@@ -37,12 +38,12 @@ pub async fn unmatch(node: web::Data<Node>, user: AuthUser, path: web::Path<Stri
 /// `POST /v1/dev/token`: dev mode only.
 pub async fn dev_token(
     node: web::Data<Node>,
-    body: web::Json<DevTokenRequest>,
+    body: JsonBody<DevTokenRequest>,
 ) -> Result<web::Json<DevTokenResponse>, ApiError> {
     if !node.config.dev_mode() {
         return Err(ApiError::NotFound("dev tokens are only available in dev mode (no --jwt-secret)".into()));
     }
-    let token = node.auth.mint(&body.user_id, crate::auth::DEV_TOKEN_TTL_SECS)?;
+    let token = node.auth.mint(&body.0.user_id, crate::auth::DEV_TOKEN_TTL_SECS)?;
     Ok(web::Json(DevTokenResponse { token }))
 }
 
@@ -50,13 +51,9 @@ pub async fn dev_token(
 pub async fn join_queue(
     node: web::Data<Node>,
     user: AuthUser,
-    body: Option<web::Json<JoinRequest>>,
+    body: OptionalJsonBody<JoinRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let ticket = match body {
-        Some(b) => b.into_inner(),
-        None => serde_json::from_str("{}").map_err(|e| ApiError::BadRequest(e.to_string()))?,
-    };
-    let res = node.join_queue(&user.0, ticket, Via::Http).await?;
+    let res = node.join_queue(&user.0, body.0, Via::Http).await?;
     Ok(match &res {
         JoinResponse::Queued { .. } => HttpResponse::Accepted().json(res),
         JoinResponse::Matched { .. } => HttpResponse::Ok().json(res),
@@ -83,10 +80,10 @@ pub async fn skip(
     node: web::Data<Node>,
     user: AuthUser,
     path: web::Path<String>,
-    body: Option<web::Json<SkipRequest>>,
+    body: OptionalJsonBody<SkipRequest>,
 ) -> Result<web::Json<SkipResponse>, ApiError> {
     let room_id = RoomId::parse(&path).map_err(|_| ApiError::NotFound(format!("no room {}", path.as_str())))?;
-    let requeue = body.and_then(|b| b.requeue).unwrap_or(true);
+    let requeue = body.0.requeue.unwrap_or(true);
     let request_id = node.next_request_id();
     node.skip(&user.0, room_id, requeue, request_id, Via::Http).await.map(web::Json)
 }

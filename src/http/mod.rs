@@ -3,6 +3,9 @@
 
 pub mod actions;
 pub mod auth;
+pub mod body;
+pub mod cors;
+pub mod demo;
 pub mod ops;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -29,15 +32,7 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest, limit: usize) -> actix_web
         JsonPayloadError::ContentType => {
             ApiError::BadRequest("the body must be JSON with Content-Type: application/json".into())
         }
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            // Data errors from our validated id types say which field and why.
-            let msg = e.to_string();
-            if msg.contains("invalid user id") {
-                ApiError::InvalidUser(msg)
-            } else {
-                ApiError::BadRequest(msg)
-            }
-        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::BadRequest(e.to_string()),
         JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
         other => ApiError::BadRequest(other.to_string()),
     };
@@ -64,6 +59,7 @@ pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
             .app_data(web::PayloadConfig::default().limit(limit))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::QueryConfig::default().error_handler(query_error))
+            .route("/", web::get().to(demo::page))
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
             .route("/metrics", web::get().to(ops::metrics))

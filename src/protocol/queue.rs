@@ -29,6 +29,12 @@ pub struct JoinRequest {
     pub tags: Option<Vec<String>>,
 }
 
+impl Default for JoinRequest {
+    fn default() -> Self {
+        JoinRequest { pool: default_pool(), rating: None, region: None, tags: None }
+    }
+}
+
 impl JoinRequest {
     /// Checks the free-text fields' sizes; returns a sentence for the client.
     pub fn validate(&self) -> Result<(), String> {

@@ -34,6 +34,9 @@ use crate::protocol::{Event, EventKind, Match, UserId};
 use crate::queue::placement::Place;
 use crate::queue::PoolRouter;
 
+/// Pause before publishing again the room and queue events of a failed batch.
+const PUBLISH_RETRY: Duration = Duration::from_secs(1);
+
 /// One user's state on this node.
 pub(crate) struct UserEntry {
     log: EventLog,
@@ -74,6 +77,9 @@ struct UserBatch {
     index: Vec<(UserId, IndexChange)>,
     /// Effects to confirm to their pairs once this batch is stored.
     confirms: Vec<(PairKey, String, UserId)>,
+    /// The batch's events that no pair re-publishes (room and queue events), kept so they can be
+    /// published again if the batch fails.
+    retryable: Vec<Publish>,
     loads: Vec<UserId>,
 }
 
@@ -214,6 +220,14 @@ impl UserShard {
             return;
         }
         let Some(d) = self.durable.as_mut() else { return };
+        if effect.is_none() {
+            d.next.retryable.push(Publish {
+                user: user.clone(),
+                kind: kind.clone(),
+                change: change.clone(),
+                effect: None,
+            });
+        }
         d.next.events.push((user.clone(), event));
         if !matches!(change, IndexChange::None) {
             d.next.index.push((user.clone(), change));
@@ -380,13 +394,14 @@ impl UserShard {
         .map(move |res, act, ctx| match res {
             Ok(values) if values.len() == commands => act.committed(batch, &values[first_load..], ctx),
             Ok(values) => act.batch_failed(
+                batch,
                 StoreError::Corrupt {
                     key: "batch".into(),
                     message: format!("{} replies for {commands}", values.len()),
                 },
                 ctx,
             ),
-            Err(e) => act.batch_failed(e, ctx),
+            Err(e) => act.batch_failed(batch, e, ctx),
         })
         .spawn(ctx);
     }
@@ -444,18 +459,21 @@ impl UserShard {
     }
 
     /// A batch failed: nothing in it reached a client. Forget every user's log so it is reloaded
-    /// from what is stored; pairs re-publish what they still owe.
-    fn batch_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
+    /// from what is stored. Pairs re-publish what they still owe; room and queue events are
+    /// published again here after a pause (I5: a room's close is never lost to an outage).
+    fn batch_failed(&mut self, batch: UserBatch, e: StoreError, ctx: &mut Context<Self>) {
         let err = ApiError::from(e);
         let cap = self.limits.event_log_capacity;
         let Some(d) = self.durable.as_mut() else { return };
         d.in_flight = false;
-        d.next = UserBatch::default();
+        let next = std::mem::take(&mut d.next);
+        let mut retry: Vec<Publish> = batch.retryable.into_iter().chain(next.retryable).collect();
         for (_, waiting) in d.loading.drain() {
             for msg in waiting {
                 match msg {
                     Deferred::Subscribe(_, tx) => drop(tx.send(Err(err.clone()))),
                     Deferred::ListMatches(_, tx) => drop(tx),
+                    Deferred::Publish(p) if p.effect.is_none() => retry.push(p),
                     Deferred::Publish(_) => {}
                 }
             }
@@ -465,7 +483,14 @@ impl UserShard {
             entry.log = EventLog::new(cap);
             entry.matches.clear();
         }
-        let _ = ctx;
+        if !retry.is_empty() {
+            ctx.run_later(PUBLISH_RETRY, move |act, ctx| {
+                for p in retry {
+                    let user = p.user.clone();
+                    act.when_loaded(&user, Deferred::Publish(p), ctx);
+                }
+            });
+        }
     }
 }
 

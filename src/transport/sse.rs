@@ -2,7 +2,7 @@
 //! is the HTTP response body; a full channel means the client is not reading, so the stream is
 //! closed (the client reconnects with `Last-Event-ID` and resumes).
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, ContextFutureSpawner, Handler, WrapFuture};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -57,6 +57,10 @@ impl Actor for SseSession {
         ctx.run_interval(every, |act, ctx| {
             act.push(Bytes::from_static(b": keep-alive\n\n"), ctx);
         });
+        // The HTTP layer drops the body when the client goes away: stop at once, freeing the
+        // connection's place (per-user limit, presence) without waiting for a failed write.
+        let body = self.body.clone();
+        async move { body.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()).spawn(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

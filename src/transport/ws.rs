@@ -87,11 +87,9 @@ impl WsSession {
             Err(e) => return Self::write_error(ctx, &ApiError::BadRequest(format!("frame is not JSON: {e}")), None),
         };
         let ref_ = value.get("ref").cloned();
-        let frame: ClientFrame = match serde_json::from_value(value) {
+        let frame: ClientFrame = match crate::error::decode_object(value) {
             Ok(f) => f,
-            Err(e) => {
-                return Self::write_error(ctx, &ApiError::BadRequest(format!("invalid frame: {e}")), ref_.as_ref())
-            }
+            Err(e) => return Self::write_error(ctx, &e, ref_.as_ref()),
         };
         let node = self.node.clone();
         let user = self.user.clone();

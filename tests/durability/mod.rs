@@ -1,0 +1,266 @@
+//! Durability with Redis (I7): acknowledged actions survive a SIGKILL of matchd, events owed at the
+//! crash reach their users after the restart, and a Redis outage answers 503 without false acks,
+//! recovering by itself when Redis returns. Every test starts its own redis-server (AOF, fsync
+//! always) and fails loudly if it cannot.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use awc::http::{header, Method};
+use serde_json::{json, Value};
+
+use crate::common::process::MatchdProcess;
+use crate::common::redis::RedisServer;
+use crate::common::{bounded, Api, WsOptions};
+
+/// A swipe answer the server acknowledged (2xx).
+#[derive(Debug, Clone)]
+struct Acked {
+    user: String,
+    target: String,
+    swipe_id: String,
+    body: Value,
+}
+
+/// `POST /v1/swipes` that reports transport failures instead of panicking (the server may be dead).
+async fn try_swipe(api: &Api, token: &str, target: &str, swipe_id: &str) -> Option<(u16, Value)> {
+    let body = json!({ "target": target, "direction": "right", "swipe_id": swipe_id });
+    let req = api
+        .request(Method::POST, "/v1/swipes")
+        .bearer_auth(token)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .timeout(Duration::from_secs(5));
+    let mut res = req.send_body(body.to_string()).await.ok()?;
+    let bytes = res.body().await.ok()?;
+    Some((res.status().as_u16(), serde_json::from_slice(&bytes).ok()?))
+}
+
+fn users(i: usize) -> (String, String) {
+    (format!("d{i}a"), format!("d{i}b"))
+}
+
+#[actix_rt::test]
+async fn acknowledged_swipes_and_owed_events_survive_kill_9() {
+    let _trace = crate::common::trace_init();
+    const PAIRS: usize = 400;
+    let redis = RedisServer::start();
+    let mut node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    let mut tokens = HashMap::new();
+    for i in 0..PAIRS {
+        let (a, b) = users(i);
+        tokens.insert(a.clone(), api.token(&a).await);
+        tokens.insert(b.clone(), api.token(&b).await);
+    }
+    let tokens = Rc::new(tokens);
+    let acked: Rc<RefCell<Vec<Acked>>> = Rc::default();
+
+    // Phase 1: both swipes of every pair at once (plus a concurrent retry of one side), until the
+    // process is killed in the middle.
+    let load = {
+        let (api, tokens, acked) = (api.clone(), tokens.clone(), acked.clone());
+        actix_rt::spawn(async move {
+            bounded(
+                64,
+                (0..PAIRS).map(|i| {
+                    let (api, tokens, acked) = (api.clone(), tokens.clone(), acked.clone());
+                    async move {
+                        let (a, b) = users(i);
+                        let calls =
+                            [(a.clone(), b.clone(), format!("{a}-1")), (b.clone(), a.clone(), format!("{b}-1"))];
+                        let retry = calls[0].clone();
+                        let run = |(user, target, id): (String, String, String)| {
+                            let (api, tokens, acked) = (api.clone(), tokens.clone(), acked.clone());
+                            async move {
+                                if let Some((200, body)) = try_swipe(&api, &tokens[&user], &target, &id).await {
+                                    acked.borrow_mut().push(Acked { user, target, swipe_id: id, body });
+                                }
+                            }
+                        };
+                        let [first, second] = calls;
+                        futures_util::future::join3(run(first), run(second), run(retry)).await;
+                    }
+                }),
+            )
+            .await;
+        })
+    };
+    while acked.borrow().len() < PAIRS / 2 {
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
+    }
+    node.kill9();
+    load.await.unwrap();
+    let acked_before = acked.borrow().clone();
+    assert!(acked_before.len() < PAIRS * 3, "the kill happened after the load finished; nothing was tested");
+
+    // Phase 2: the same node comes back on the same Redis.
+    node.restart();
+
+    // Every acknowledged answer is still the truth: a retry with the same key replays it.
+    for ack in &acked_before {
+        let (status, body) = try_swipe(&api, &tokens[&ack.user], &ack.target, &ack.swipe_id).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, ack.body, "acknowledged answer to {ack:?} changed after the crash");
+    }
+    // Finish every pair (retries with the same keys are safe): each ends with exactly one match.
+    let finished = bounded(
+        64,
+        (0..PAIRS).map(|i| {
+            let (api, tokens) = (api.clone(), tokens.clone());
+            async move {
+                let (a, b) = users(i);
+                let ra = try_swipe(&api, &tokens[&a], &b, &format!("{a}-1")).await.unwrap();
+                let rb = try_swipe(&api, &tokens[&b], &a, &format!("{b}-1")).await.unwrap();
+                (i, ra, rb)
+            }
+        }),
+    )
+    .await;
+    let mut match_of_pair = HashMap::new();
+    for (i, (sa, ba), (sb, bb)) in finished {
+        assert_eq!((sa, sb), (200, 200));
+        // The later of the two always sees the match (the earlier may replay its `pending`).
+        let m = if bb["status"] == "matched" { &bb["match"] } else { &ba["match"] };
+        assert!(m["match_id"].is_string(), "pair {i} did not match: {ba} {bb}");
+        match_of_pair.insert(i, m["match_id"].as_str().unwrap().to_string());
+    }
+    for ack in &acked_before {
+        if ack.body["status"] == "matched" {
+            let i: usize = ack.user[1..ack.user.len() - 1].parse().unwrap();
+            assert_eq!(ack.body["match"]["match_id"].as_str().unwrap(), match_of_pair[&i], "pair {i} has two matches");
+        }
+    }
+
+    // Every user's stream, resumed from the start, holds exactly one `match` event, for the one
+    // match of their pair: events owed at the crash were re-published, none twice.
+    let checks = bounded(
+        32,
+        (0..PAIRS)
+            .flat_map(|i| {
+                let (a, b) = users(i);
+                [(i, a), (i, b)]
+            })
+            .map(|(i, user)| {
+                let (api, tokens) = (api.clone(), tokens.clone());
+                let expected = match_of_pair[&i].clone();
+                async move {
+                    let conn =
+                        api.ws_with(&tokens[&user], WsOptions { since: Some(0), ..Default::default() }).await.unwrap();
+                    let events = conn.wait_events("match", 1, Duration::from_secs(10)).await;
+                    actix_rt::time::sleep(Duration::from_millis(50)).await;
+                    let all = conn.events();
+                    let ids: Vec<u64> = all.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+                    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{user}: ids not increasing: {ids:?}");
+                    let matches: Vec<&Value> = all.iter().filter(|e| e["type"] == "match").collect();
+                    assert_eq!(matches.len(), 1, "{user}: {all:?}");
+                    assert_eq!(events[0]["data"]["match"]["match_id"].as_str().unwrap(), expected);
+                    conn.close().await;
+                    let listed = api.matches(&tokens[&user]).await;
+                    assert_eq!(listed.len(), 1, "{user}: {listed:?}");
+                    assert_eq!(listed[0]["match_id"].as_str().unwrap(), expected);
+                }
+            }),
+    )
+    .await;
+    assert_eq!(checks.len(), PAIRS * 2);
+}
+
+#[actix_rt::test]
+async fn redis_outage_answers_503_then_recovers_without_restart() {
+    let _trace = crate::common::trace_init();
+    let mut redis = RedisServer::start();
+    let node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    let m = api.mutual_match("o1", "o2").await;
+    let (t3, t4) = (api.token("o3").await, api.token("o4").await);
+    assert_eq!(node.status("/readyz"), Some(200));
+
+    redis.kill();
+    let mut refused = 0;
+    for n in 0..20 {
+        let started = std::time::Instant::now();
+        let (status, body) = try_swipe(&api, &t3, "o4", &format!("outage-{n}")).await.unwrap();
+        assert_eq!(status, 503, "acknowledged while Redis was down: {body}");
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert!(started.elapsed() < Duration::from_secs(3), "a 503 must come promptly");
+        refused += 1;
+    }
+    assert_eq!(refused, 20);
+    assert_eq!(node.status("/readyz"), Some(503));
+
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if let Some((200, _)) = try_swipe(&api, &t4, "o5", "after-outage").await {
+            recovered = true;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "service did not resume after Redis came back");
+    assert_eq!(node.status("/readyz"), Some(200));
+    // Nothing refused was stored: o3's likes of o4 never happened, so o4's like is only pending.
+    let (status, body) = try_swipe(&api, &t4, "o3", "check").await.unwrap();
+    assert_eq!((status, body["status"].clone()), (200, json!("pending")));
+    // What was stored before the outage is intact.
+    let listed = api.matches(&api.token("o1").await).await;
+    assert_eq!(listed, vec![m]);
+    let seen: HashSet<String> = listed.iter().map(|m| m["match_id"].to_string()).collect();
+    assert_eq!(seen.len(), 1);
+}
+
+#[actix_rt::test]
+async fn sigterm_under_load_drains_and_loses_no_acknowledged_swipe() {
+    let _trace = crate::common::trace_init();
+    const PAIRS: usize = 200;
+    let redis = RedisServer::start();
+    let mut node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    let mut tokens = HashMap::new();
+    for i in 0..PAIRS {
+        let (a, b) = (format!("t{i}a"), format!("t{i}b"));
+        tokens.insert(a.clone(), api.token(&a).await);
+        tokens.insert(b.clone(), api.token(&b).await);
+    }
+    let tokens = Rc::new(tokens);
+    let watcher = api.ws(&tokens["t0a"]).await;
+    let acked: Rc<RefCell<Vec<Acked>>> = Rc::default();
+    let load = {
+        let (api, tokens, acked) = (api.clone(), tokens.clone(), acked.clone());
+        actix_rt::spawn(async move {
+            bounded(
+                32,
+                (0..PAIRS)
+                    .flat_map(|i| [(format!("t{i}a"), format!("t{i}b")), (format!("t{i}b"), format!("t{i}a"))])
+                    .map(|(user, target)| {
+                        let (api, tokens, acked) = (api.clone(), tokens.clone(), acked.clone());
+                        async move {
+                            let id = format!("{user}-term");
+                            if let Some((200, body)) = try_swipe(&api, &tokens[&user], &target, &id).await {
+                                acked.borrow_mut().push(Acked { user, target, swipe_id: id, body });
+                            }
+                        }
+                    }),
+            )
+            .await;
+        })
+    };
+    while acked.borrow().len() < PAIRS / 2 {
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
+    }
+    node.signal("TERM");
+    // Connected clients are told to reconnect elsewhere (1012 "service restart").
+    let closed = watcher.closed(Duration::from_secs(10)).await;
+    assert_eq!(closed.code, Some(1012), "{closed:?}");
+    assert_eq!(node.wait_exit(Duration::from_secs(15)), Some(0), "matchd did not exit cleanly on SIGTERM");
+    load.await.unwrap();
+    let acked = acked.borrow().clone();
+    node.restart();
+    for ack in &acked {
+        let (status, body) = try_swipe(&api, &tokens[&ack.user], &ack.target, &ack.swipe_id).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, ack.body, "acknowledged answer to {ack:?} was lost across SIGTERM");
+    }
+}

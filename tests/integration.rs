@@ -1,0 +1,8 @@
+//! The integration suite: one test binary (STYLE §7), one module folder per area.
+
+mod bad_input;
+mod common;
+mod durability;
+mod queue;
+mod streams;
+mod swipes;
