@@ -24,7 +24,8 @@ use crate::metrics::METRICS;
 use crate::persist::records::{OutboxEntry, PairRecord};
 use crate::persist::store::text;
 use crate::persist::{keys, RedisStore, StoreError};
-use crate::protocol::{unix_ms, EventKind, MatchId, RoomId, SwipeResponse, SwipeStatus};
+use crate::protocol::{unix_ms, EventKind, MatchId, RoomId, SkipResponse, SwipeResponse, SwipeStatus};
+use crate::queue::messages::{CreateRoom, MemberGone, Skip};
 use crate::queue::room::RoomState;
 use crate::session::messages::EffectRef;
 use crate::session::{IndexChange, UserRouter};
@@ -37,31 +38,12 @@ const OUTBOX_RETRY: Duration = Duration::from_secs(1);
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
 /// A command waiting to be decided.
-enum Cmd {
+pub(crate) enum Cmd {
     Swipe(Swipe, Reply<SwipeResponse>),
     Unmatch(Unmatch, Reply<()>),
-}
-
-/// A decided answer waiting for its batch to commit.
-enum Waiter {
-    Swipe(Reply<SwipeResponse>, Result<SwipeResponse, ApiError>),
-    Unmatch(Reply<()>, Result<(), ApiError>),
-}
-
-impl Waiter {
-    fn release(self) {
-        match self {
-            Waiter::Swipe(tx, r) => drop(tx.send(r)),
-            Waiter::Unmatch(tx, r) => drop(tx.send(r)),
-        }
-    }
-
-    fn fail(self, err: &ApiError) {
-        match self {
-            Waiter::Swipe(tx, _) => drop(tx.send(Err(err.clone()))),
-            Waiter::Unmatch(tx, _) => drop(tx.send(Err(err.clone()))),
-        }
-    }
+    CreateRoom(CreateRoom, Reply<()>),
+    Skip(Skip, Reply<SkipResponse>),
+    MemberGone(MemberGone),
 }
 
 impl Cmd {
@@ -69,8 +51,41 @@ impl Cmd {
         match self {
             Cmd::Swipe(_, tx) => drop(tx.send(Err(err.clone()))),
             Cmd::Unmatch(_, tx) => drop(tx.send(Err(err.clone()))),
+            Cmd::CreateRoom(_, tx) => drop(tx.send(Err(err.clone()))),
+            Cmd::Skip(_, tx) => drop(tx.send(Err(err.clone()))),
+            Cmd::MemberGone(_) => {}
         }
     }
+}
+
+/// A decided answer waiting for its batch to commit: called with `None` to deliver the decided
+/// result, or with the error that made the batch fail.
+pub(crate) struct Waiter(Box<dyn FnOnce(Option<ApiError>)>);
+
+impl Waiter {
+    fn new<T: 'static>(tx: Reply<T>, result: Result<T, ApiError>) -> Waiter {
+        Waiter(Box::new(move |failed| {
+            let _ = tx.send(match failed {
+                Some(e) => Err(e),
+                None => result,
+            });
+        }))
+    }
+
+    fn release(self) {
+        (self.0)(None)
+    }
+
+    fn fail(self, err: &ApiError) {
+        (self.0)(Some(err.clone()))
+    }
+}
+
+/// Something a command needs looked up before its pair is known.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Lookup {
+    Match(MatchId),
+    Room(RoomId),
 }
 
 /// An outbox entry as the shard tracks it.
@@ -86,8 +101,9 @@ struct Owed {
 struct Batch {
     dirty: HashSet<PairKey>,
     match_keys: Vec<(MatchId, PairKey)>,
+    room_keys: Vec<(RoomId, PairKey)>,
     loads: Vec<PairKey>,
-    lookups: Vec<MatchId>,
+    lookups: Vec<Lookup>,
     waiters: Vec<Waiter>,
 }
 
@@ -105,7 +121,7 @@ impl Batch {
 enum Expect {
     Ignore,
     Pair(PairKey),
-    MatchOwner(MatchId),
+    Owner(Lookup),
 }
 
 /// Redis-mode state of the shard.
@@ -117,7 +133,7 @@ struct Durable {
     in_flight: bool,
     flush_queued: bool,
     loading: HashMap<PairKey, Vec<Cmd>>,
-    looking_up: HashMap<MatchId, Vec<Cmd>>,
+    looking_up: HashMap<Lookup, Vec<Cmd>>,
     max_batch: usize,
 }
 
@@ -132,8 +148,13 @@ pub struct PairShard {
     /// Where the users' event streams and places live.
     pub(crate) users: UserRouter,
     limits: Limits,
-    /// Rooms of this shard's pairs (see `queue::room`).
-    pub(crate) rooms: HashMap<RoomId, RoomState>,
+    /// Rooms of this shard's pairs, open and recently closed (see `queue::room`).
+    pub(crate) rooms: HashMap<PairKey, Vec<RoomState>>,
+    /// Room id -> pair, so a skip finds its room.
+    pub(crate) room_pairs: HashMap<RoomId, PairKey>,
+    /// Random per process start: an open room stored by another incarnation was left open by a
+    /// crash and is closed when found (I5).
+    pub(crate) incarnation: u64,
     durable: Option<Durable>,
 }
 
@@ -168,6 +189,8 @@ impl PairShard {
             users,
             limits,
             rooms: HashMap::new(),
+            room_pairs: HashMap::new(),
+            incarnation: rand::random(),
             durable: store.map(|(store, max_batch)| Durable {
                 store,
                 outbox: HashMap::new(),
@@ -181,33 +204,49 @@ impl PairShard {
         }
     }
 
-    /// Takes a command: decides it now if its pair is in memory, else loads the pair first.
-    fn submit(&mut self, cmd: Cmd, ctx: &mut Context<Self>) {
-        let Some(d) = self.durable.as_mut() else { return self.execute(cmd, ctx) };
-        let key = match &cmd {
-            Cmd::Swipe(m, _) => match PairKey::new(&m.from, &m.to) {
-                Some(k) => k,
-                None => return self.execute(cmd, ctx),
-            },
+    /// The pair a command concerns, if known without a lookup.
+    fn pair_of(&self, cmd: &Cmd) -> Result<Option<PairKey>, Lookup> {
+        let by_room = |room_id: &RoomId| match self.room_pairs.get(room_id) {
+            Some(k) => Ok(Some(k.clone())),
+            None if room_id.slot().is_some() => Err(Lookup::Room(room_id.clone())),
+            None => Ok(None),
+        };
+        match cmd {
+            Cmd::Swipe(m, _) => Ok(PairKey::new(&m.from, &m.to)),
             Cmd::Unmatch(m, _) => match self.match_pairs.get(&m.match_id) {
-                Some(k) => k.clone(),
-                None => {
-                    if m.match_id.slot().is_none() {
-                        return self.execute(cmd, ctx);
-                    }
-                    let id = m.match_id.clone();
-                    let waiting = d.looking_up.entry(id.clone()).or_default();
-                    if waiting.is_empty() {
-                        d.next.lookups.push(id);
-                    }
-                    waiting.push(cmd);
-                    return self.schedule_flush(ctx);
-                }
+                Some(k) => Ok(Some(k.clone())),
+                None if m.match_id.slot().is_some() => Err(Lookup::Match(m.match_id.clone())),
+                None => Ok(None),
             },
+            Cmd::CreateRoom(m, _) => Ok(PairKey::new(&m.room.users[0], &m.room.users[1])),
+            Cmd::Skip(m, _) => by_room(&m.room_id),
+            Cmd::MemberGone(m) => by_room(&m.room_id),
+        }
+    }
+
+    /// Takes a command: decides it now if its pair is in memory, else loads the pair first.
+    pub(crate) fn submit(&mut self, cmd: Cmd, ctx: &mut Context<Self>) {
+        if self.durable.is_none() {
+            return self.execute(cmd, ctx);
+        }
+        let key = match self.pair_of(&cmd) {
+            Ok(Some(key)) => key,
+            // Invalid or unknown: deciding it answers the error.
+            Ok(None) => return self.execute(cmd, ctx),
+            Err(lookup) => {
+                let Some(d) = self.durable.as_mut() else { return };
+                let waiting = d.looking_up.entry(lookup.clone()).or_default();
+                if waiting.is_empty() {
+                    d.next.lookups.push(lookup);
+                }
+                waiting.push(cmd);
+                return self.schedule_flush(ctx);
+            }
         };
         if self.pairs.contains_key(&key) {
             return self.execute(cmd, ctx);
         }
+        let Some(d) = self.durable.as_mut() else { return };
         let waiting = d.loading.entry(key.clone()).or_default();
         if waiting.is_empty() {
             d.next.loads.push(key);
@@ -229,16 +268,17 @@ impl PairShard {
 
     /// Decides `cmd` on the in-memory state.
     fn execute(&mut self, cmd: Cmd, ctx: &mut Context<Self>) {
-        match cmd {
-            Cmd::Swipe(msg, tx) => {
-                let result = self.decide_swipe(&msg);
-                self.answer(Waiter::Swipe(tx, result), ctx);
+        let waiter = match cmd {
+            Cmd::Swipe(msg, tx) => Waiter::new(tx, self.decide_swipe(&msg)),
+            Cmd::Unmatch(msg, tx) => Waiter::new(tx, self.decide_unmatch(&msg)),
+            Cmd::CreateRoom(msg, tx) => Waiter::new(tx, self.decide_create_room(msg)),
+            Cmd::Skip(msg, tx) => Waiter::new(tx, self.decide_skip(&msg)),
+            Cmd::MemberGone(msg) => {
+                self.decide_member_gone(&msg);
+                return;
             }
-            Cmd::Unmatch(msg, tx) => {
-                let result = self.decide_unmatch(&msg);
-                self.answer(Waiter::Unmatch(tx, result), ctx);
-            }
-        }
+        };
+        self.answer(waiter, ctx);
     }
 
     /// Replies now (memory) or after the next commit (Redis), so no answer reveals state that is
@@ -304,7 +344,7 @@ impl PairShard {
         }
     }
 
-    fn mark_dirty(&mut self, key: &PairKey) {
+    pub(crate) fn mark_dirty(&mut self, key: &PairKey) {
         if let Some(d) = self.durable.as_mut() {
             d.next.dirty.insert(key.clone());
         }
@@ -343,6 +383,11 @@ impl PairShard {
                     .collect()
             }
         };
+        self.owe(key, entries);
+    }
+
+    /// Events (and their changes) a decision about `key` owes its users.
+    pub(crate) fn owe(&mut self, key: &PairKey, entries: Vec<OutboxEntry>) {
         match self.durable.as_mut() {
             // In memory the event goes straight to the user's log.
             None => {
@@ -356,6 +401,14 @@ impl PairShard {
                 committed: false,
                 last_sent: None,
             })),
+        }
+    }
+
+    /// Records that room `room_id` of `key` must be findable by id after a restart.
+    pub(crate) fn index_room(&mut self, room_id: &RoomId, key: &PairKey) {
+        self.room_pairs.insert(room_id.clone(), key.clone());
+        if let Some(d) = self.durable.as_mut() {
+            d.next.room_keys.push((room_id.clone(), key.clone()));
         }
     }
 
@@ -387,10 +440,17 @@ impl PairShard {
         let mut expect = Vec::new();
         for key in &batch.dirty {
             let owed = d.outbox.get(key);
+            let rooms = self.rooms.get(key);
             let record = PairRecord {
                 state: self.pairs.get(key).cloned().unwrap_or_default(),
                 outbox: owed.map(|o| o.iter().map(|o| o.entry.clone()).collect()).unwrap_or_default(),
+                rooms: rooms.cloned().unwrap_or_default(),
             };
+            let open_room = rooms.is_some_and(|r| r.iter().any(|r| r.closed.is_none()));
+            pipe.cmd(if open_room { "SADD" } else { "SREM" })
+                .arg(keys::open_rooms(key.slot()))
+                .arg(keys::pair_member(key));
+            expect.push(Expect::Ignore);
             let json = serde_json::to_string(&record).unwrap_or_default();
             pipe.cmd("SET").arg(keys::pair(key)).arg(json);
             expect.push(Expect::Ignore);
@@ -404,13 +464,21 @@ impl PairShard {
             pipe.cmd("SET").arg(keys::match_owner(key.slot(), id)).arg(keys::pair_member(key));
             expect.push(Expect::Ignore);
         }
+        for (id, key) in &batch.room_keys {
+            pipe.cmd("SET").arg(keys::room_owner(key.slot(), id)).arg(keys::pair_member(key));
+            expect.push(Expect::Ignore);
+        }
         for key in &batch.loads {
             pipe.cmd("GET").arg(keys::pair(key));
             expect.push(Expect::Pair(key.clone()));
         }
-        for id in &batch.lookups {
-            pipe.cmd("GET").arg(keys::match_owner(id.slot().unwrap_or(0), id));
-            expect.push(Expect::MatchOwner(id.clone()));
+        for lookup in &batch.lookups {
+            let key = match lookup {
+                Lookup::Match(id) => keys::match_owner(id.slot().unwrap_or(0), id),
+                Lookup::Room(id) => keys::room_owner(id.slot().unwrap_or(0), id),
+            };
+            pipe.cmd("GET").arg(key);
+            expect.push(Expect::Owner(lookup.clone()));
         }
         let store = d.store.clone();
         let commands = expect.len();
@@ -465,17 +533,20 @@ impl PairShard {
             match exp {
                 Expect::Ignore => {}
                 Expect::Pair(key) => self.loaded(key, value, ctx),
-                Expect::MatchOwner(id) => {
+                Expect::Owner(lookup) => {
                     let owner = text(value).and_then(|s| keys::parse_pair_member(&s));
-                    let cmds = self.durable.as_mut().and_then(|d| d.looking_up.remove(&id)).unwrap_or_default();
-                    if let Some(key) = owner {
-                        self.match_pairs.insert(id, key);
+                    let cmds = self.durable.as_mut().and_then(|d| d.looking_up.remove(&lookup)).unwrap_or_default();
+                    match (owner, &lookup) {
+                        (Some(key), Lookup::Match(id)) => drop(self.match_pairs.insert(id.clone(), key)),
+                        (Some(key), Lookup::Room(id)) => drop(self.room_pairs.insert(id.clone(), key)),
+                        (None, _) => {}
                     }
                     for cmd in cmds {
-                        match &cmd {
-                            // Known now (or known absent): load the pair or answer not found.
-                            Cmd::Unmatch(m, _) if !self.match_pairs.contains_key(&m.match_id) => self.execute(cmd, ctx),
-                            _ => self.submit(cmd, ctx),
+                        match self.pair_of(&cmd) {
+                            // Known now: load the pair (or decide).
+                            Ok(_) => self.submit(cmd, ctx),
+                            // Known absent: deciding answers not found.
+                            Err(_) => self.execute(cmd, ctx),
                         }
                     }
                 }
@@ -502,7 +573,13 @@ impl PairShard {
         if let Some(m) = record.state.active_match() {
             self.match_pairs.insert(m.match_id.clone(), key.clone());
         }
+        for room in &record.rooms {
+            self.room_pairs.insert(room.room.room_id.clone(), key.clone());
+        }
         self.pairs.insert(key.clone(), record.state);
+        if !record.rooms.is_empty() {
+            self.rooms.insert(key.clone(), record.rooms);
+        }
         let Some(d) = self.durable.as_mut() else { return };
         if !record.outbox.is_empty() {
             d.outbox.insert(
@@ -512,9 +589,12 @@ impl PairShard {
         }
         let cmds = d.loading.remove(&key).unwrap_or_default();
         self.publish_owed(&key);
+        // Rooms a previous run left open end now; their members are told (I5).
+        self.close_stale_rooms(&key);
         for cmd in cmds {
             self.execute(cmd, ctx);
         }
+        self.schedule_flush(ctx);
     }
 
     /// The batch failed: nothing in it (or decided on top of it) is acknowledged; forget the cache
@@ -536,6 +616,8 @@ impl PairShard {
         d.outbox.clear();
         self.pairs.clear();
         self.match_pairs.clear();
+        self.rooms.clear();
+        self.room_pairs.clear();
         // Anything queued meanwhile was failed above; nothing is left to send.
         let _ = ctx;
     }
@@ -575,9 +657,10 @@ impl PairShard {
         let mut pipe = redis::pipe();
         for slot in &slots {
             pipe.cmd("SMEMBERS").arg(keys::outbox(*slot));
+            pipe.cmd("SMEMBERS").arg(keys::open_rooms(*slot));
         }
         let store = d.store.clone();
-        let n = slots.len();
+        let n = slots.len() * 2;
         async move { store.run(pipe, n).await }
             .into_actor(self)
             .map(|res, act, ctx| match res {
@@ -594,7 +677,7 @@ impl PairShard {
                         }
                     }
                     if found > 0 {
-                        tracing::info!(shard = act.index, pairs = found, "re-publishing events owed before a restart");
+                        tracing::info!(shard = act.index, pairs = found, "recovering owed events and open rooms");
                     }
                 }
                 Err(e) => {
@@ -626,6 +709,34 @@ impl Handler<Flush> for PairShard {
             d.flush_queued = false;
         }
         self.flush(ctx);
+    }
+}
+
+impl Handler<CreateRoom> for PairShard {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, msg: CreateRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Cmd::CreateRoom(msg, tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+    }
+}
+
+impl Handler<Skip> for PairShard {
+    type Result = ResponseFuture<Result<SkipResponse, ApiError>>;
+
+    fn handle(&mut self, msg: Skip, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Cmd::Skip(msg, tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+    }
+}
+
+impl Handler<MemberGone> for PairShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberGone, ctx: &mut Context<Self>) {
+        self.submit(Cmd::MemberGone(msg), ctx);
     }
 }
 

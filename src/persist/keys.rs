@@ -2,7 +2,7 @@
 //! slot live in one Redis Cluster slot and a slot's batch could run as one transaction there.
 
 use crate::coord::slot::{user_slot, PairKey};
-use crate::protocol::{MatchId, UserId};
+use crate::protocol::{MatchId, RoomId, UserId};
 
 /// Prefix of every key, so matchd can share a Redis with other applications.
 pub const PREFIX: &str = "matchd";
@@ -15,6 +15,16 @@ pub fn pair(key: &PairKey) -> String {
 /// Match id -> pair, for unmatch after a restart.
 pub fn match_owner(slot: u16, id: &MatchId) -> String {
     format!("{PREFIX}:{{{slot}}}:match:{id}")
+}
+
+/// Room id -> pair, so a skip finds its room after a restart.
+pub fn room_owner(slot: u16, id: &RoomId) -> String {
+    format!("{PREFIX}:{{{slot}}}:room:{id}")
+}
+
+/// Pairs of `slot` with an open room (closed at start if a crash left them open).
+pub fn open_rooms(slot: u16) -> String {
+    format!("{PREFIX}:{{{slot}}}:rooms")
 }
 
 /// Pairs of `slot` whose outbox still holds effects not yet in their users' logs.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::coord::pair_state::PairState;
 use crate::protocol::{EventKind, UserId};
+use crate::queue::room::RoomState;
 use crate::session::IndexChange;
 
 /// One event a pair decision owes one user.
@@ -25,4 +26,7 @@ pub struct PairRecord {
     pub state: PairState,
     #[serde(default)]
     pub outbox: Vec<OutboxEntry>,
+    /// The pair's rooms, open and recently closed.
+    #[serde(default)]
+    pub rooms: Vec<RoomState>,
 }

@@ -16,7 +16,7 @@ fn default_pool() -> PoolName {
 }
 
 /// `POST /v1/queue` (and the WS `join_queue` action).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     #[serde(default = "default_pool")]

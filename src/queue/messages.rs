@@ -1,7 +1,8 @@
 //! Messages of the spin flow. Who sends what:
 //! - user shard -> pool: `Enqueue`, `Dequeue` (the user shard owns the user's place, I4);
 //! - pool -> pair shard: `CreateRoom` (the pool decided the pair);
-//! - pair shard -> user shards: `EnterRoom`, `ExitRoom` (the pair shard owns the room, I5);
+//! - pair shard -> user shards: events with `IndexChange::EnterRoom` / `LeaveRoom` (the pair shard
+//!   owns the room, I5; with Redis they go through the pair's outbox like match events);
 //! - user shard -> pair shard: `MemberGone` (presence grace ran out).
 
 use actix::Message;
@@ -38,9 +39,10 @@ pub struct Dequeue {
 #[rtype(result = "PoolStatus")]
 pub struct GetStatus;
 
-/// A pool paired two users: the pair's shard now owns their room.
+/// A pool paired two users: the pair's shard now owns their room. Answered once the room is
+/// stored (with Redis), so the pool tells the joiner about a room that cannot vanish.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), ApiError>")]
 pub struct CreateRoom {
     pub room: Room,
     /// What each member joined with, so the user shards can requeue them.
@@ -63,25 +65,6 @@ pub struct Skip {
 pub struct MemberGone {
     pub user: UserId,
     pub room_id: RoomId,
-}
-
-/// `user` now sits in `room` (sent by the room's owner).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct EnterRoom {
-    pub user: UserId,
-    pub room: Room,
-    pub ticket: JoinRequest,
-}
-
-/// `room_id` closed: tell `user` why, and requeue or release them.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ExitRoom {
-    pub user: UserId,
-    pub room_id: RoomId,
-    pub reason: &'static str,
-    pub requeue: bool,
 }
 
 /// `user` spins (HTTP `POST /v1/queue`, WS `join_queue`).

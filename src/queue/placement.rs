@@ -5,7 +5,7 @@
 
 use actix::{fut, ActorFutureExt, Context, ContextFutureSpawner, Handler, ResponseActFuture, WrapFuture};
 
-use super::messages::{Dequeue, DequeueOutcome, Enqueue, EnterRoom, ExitRoom, Join, Leave, MemberGone};
+use super::messages::{Dequeue, DequeueOutcome, Enqueue, Join, Leave, MemberGone};
 use super::pool::Forget;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -70,6 +70,39 @@ impl UserShard {
             }
             res
         }))
+    }
+
+    /// The room's owner put `user` in `room_id` (with its `room_assigned` event).
+    pub(crate) fn enter_room(&mut self, user: &UserId, room_id: RoomId, ticket: JoinRequest) {
+        let entry = self.entry(user);
+        if let Place::InRoom { room_id: old, .. } = &entry.place {
+            if *old != room_id {
+                // A second room for one user would break I4; the pool's ownership rules make it
+                // impossible, so this only counts and logs if that reasoning is ever wrong.
+                METRICS.invariant_violations.with_label_values(&["user_in_two_rooms"]).inc();
+                tracing::error!(user = %user, old = %old, new = %room_id, "user entered a second room");
+            }
+        }
+        entry.place = Place::InRoom { room_id, ticket };
+    }
+
+    /// The room's owner closed `room_id` (with its `room_closed` event): requeue or release `user`.
+    pub(crate) fn leave_room(&mut self, user: &UserId, room_id: &RoomId, requeue: bool, ctx: &mut Context<Self>) {
+        let ticket = match &self.entry(user).place {
+            Place::InRoom { room_id: current, ticket } if current == room_id => ticket.clone(),
+            // Not (or no longer) in that room: a repeat, or a room from before a restart.
+            _ => return,
+        };
+        if let Ok(addr) = self.links().and_then(|l| l.pools.get(&ticket.pool)) {
+            // Before any requeue, so the pool stops answering joins with the closed room.
+            addr.do_send(Forget { user: user.clone() });
+        }
+        if requeue {
+            self.entry(user).place = Place::Queued { ticket: ticket.clone() };
+            self.enqueue(user.clone(), ticket, true).map(|_, _, _| ()).spawn(ctx);
+        } else {
+            self.entry(user).place = Place::Idle;
+        }
     }
 
     /// The grace period after the user's last connection ran out.
@@ -153,46 +186,5 @@ impl Handler<Leave> for UserShard {
                 DequeueOutcome::Paired(room_id) => Ok(LeaveResponse::InRoom { room_id }),
             }
         }))
-    }
-}
-
-impl Handler<EnterRoom> for UserShard {
-    type Result = ();
-
-    fn handle(&mut self, msg: EnterRoom, ctx: &mut Context<Self>) {
-        let entry = self.entry(&msg.user);
-        if let Place::InRoom { room_id, .. } = &entry.place {
-            // A second room for one user would break I4; the pool's ownership rules make it
-            // impossible, so this only counts and logs if that reasoning is ever wrong.
-            METRICS.invariant_violations.with_label_values(&["user_in_two_rooms"]).inc();
-            tracing::error!(user = %msg.user, old = %room_id, new = %msg.room.room_id, "user entered a second room");
-        }
-        entry.place = Place::InRoom { room_id: msg.room.room_id.clone(), ticket: msg.ticket };
-        self.publish(&msg.user, &EventKind::RoomAssigned { room: msg.room }, IndexChange::None, ctx);
-    }
-}
-
-impl Handler<ExitRoom> for UserShard {
-    type Result = ();
-
-    fn handle(&mut self, msg: ExitRoom, ctx: &mut Context<Self>) {
-        let kind = EventKind::RoomClosed { room_id: msg.room_id.clone(), reason: msg.reason.to_string() };
-        self.publish(&msg.user, &kind, IndexChange::None, ctx);
-        let entry = self.entry(&msg.user);
-        let ticket = match &entry.place {
-            Place::InRoom { room_id, ticket } if *room_id == msg.room_id => ticket.clone(),
-            _ => return,
-        };
-        if let Ok(addr) = self.links().and_then(|l| l.pools.get(&ticket.pool)) {
-            // Before any requeue, so the pool stops answering joins with the closed room.
-            addr.do_send(Forget { user: msg.user.clone() });
-        }
-        let entry = self.entry(&msg.user);
-        if msg.requeue {
-            entry.place = Place::Queued { ticket: ticket.clone() };
-            self.enqueue(msg.user, ticket, true).map(|_, _, _| ()).spawn(ctx);
-        } else {
-            entry.place = Place::Idle;
-        }
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler};
+use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 
 use super::matcher::{Candidate, JoinOutcome, Matcher};
 use super::messages::{CreateRoom, Dequeue, DequeueOutcome, Enqueue, GetStatus};
@@ -56,8 +56,14 @@ impl PoolCoordinator {
         }
     }
 
-    /// Creates the room for a new pair and hands it to the pair's shard.
-    fn open_room(&mut self, a: Candidate, b: Candidate, now_ms: u64) -> Room {
+    /// Creates the room for a new pair and hands it to the pair's shard; the returned request
+    /// resolves once the room is stored there.
+    fn open_room(
+        &mut self,
+        a: Candidate,
+        b: Candidate,
+        now_ms: u64,
+    ) -> (Room, actix::prelude::Request<crate::coord::shard::PairShard, CreateRoom>) {
         let ta = self.tickets.remove(&a.user).unwrap_or_else(|| default_ticket(&self.name));
         let tb = self.tickets.remove(&b.user).unwrap_or_else(|| default_ticket(&self.name));
         let (users, tickets) =
@@ -80,9 +86,9 @@ impl PoolCoordinator {
                 .with_label_values(&[self.name.as_str()])
                 .observe(now_ms.saturating_sub(c) as f64 / 1000.0);
         }
-        self.pairs.for_slot(slot).do_send(CreateRoom { room: room.clone(), tickets });
+        let created = self.pairs.for_slot(slot).send(CreateRoom { room: room.clone(), tickets });
         self.report_length();
-        room
+        (room, created)
     }
 
     fn report_length(&self) {
@@ -93,7 +99,13 @@ impl PoolCoordinator {
         self.recently_paired.retain(|_, (_, until)| *until > now_ms);
         if self.matcher.waiting() >= 2 && self.matcher.rules().time_dependent() {
             for (a, b) in self.matcher.rescan(now_ms) {
-                self.open_room(a, b, now_ms);
+                let (room, created) = self.open_room(a, b, now_ms);
+                // Nobody waits for this answer; the members hear of the room from its owner.
+                actix::spawn(async move {
+                    if let Ok(Err(e)) | Err(e) = created.await.map_err(ApiError::from) {
+                        tracing::warn!(room_id = %room.room_id, error = %e, "room could not be created");
+                    }
+                });
             }
         }
     }
@@ -112,15 +124,36 @@ impl Actor for PoolCoordinator {
 }
 
 impl Handler<Enqueue> for PoolCoordinator {
-    type Result = Result<JoinResponse, ApiError>;
+    type Result = ResponseFuture<Result<JoinResponse, ApiError>>;
 
     fn handle(&mut self, msg: Enqueue, _: &mut Context<Self>) -> Self::Result {
+        match self.enqueue(msg) {
+            Ok(Joined::Now(res)) => Box::pin(std::future::ready(Ok(res))),
+            // Paired: answer once the room is stored, so the joiner never hears of a room that a
+            // crash could make vanish without a `room_closed`.
+            Ok(Joined::Room(room, created)) => Box::pin(async move {
+                (*created).await??;
+                Ok(JoinResponse::Matched { room })
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+/// How an enqueue ended, before the room (if any) is stored.
+enum Joined {
+    Now(JoinResponse),
+    Room(Room, Box<actix::prelude::Request<crate::coord::shard::PairShard, CreateRoom>>),
+}
+
+impl PoolCoordinator {
+    fn enqueue(&mut self, msg: Enqueue) -> Result<Joined, ApiError> {
         let now = unix_ms();
         if let Some((room, until)) = self.recently_paired.get(&msg.user) {
             if *until > now && !self.matcher.is_waiting(&msg.user) {
                 // Racing with the hand-off to the room (see the module doc); a requeue after the room
-                // closed has cleared this entry (`Dequeue`/`forget` below), so this is the same room.
-                return Ok(JoinResponse::Matched { room: room.clone() });
+                // closed has cleared this entry (`Forget` below), so this is the same room.
+                return Ok(Joined::Now(JoinResponse::Matched { room: room.clone() }));
             }
         }
         let candidate = Self::candidate(&msg.user, &msg.ticket, now);
@@ -128,10 +161,11 @@ impl Handler<Enqueue> for PoolCoordinator {
         let estimated_wait_ms = self.matcher.estimated_wait_ms();
         let out = match self.matcher.join(candidate, now) {
             JoinOutcome::AlreadyWaiting { position } | JoinOutcome::Queued { position } => {
-                JoinResponse::Queued { pool: self.name.clone(), position, estimated_wait_ms }
+                Joined::Now(JoinResponse::Queued { pool: self.name.clone(), position, estimated_wait_ms })
             }
             JoinOutcome::Paired { partner, joiner } => {
-                JoinResponse::Matched { room: self.open_room(partner, joiner, now) }
+                let (room, created) = self.open_room(partner, joiner, now);
+                Joined::Room(room, Box::new(created))
             }
         };
         self.report_length();

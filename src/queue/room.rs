@@ -1,97 +1,115 @@
 //! Rooms, owned by the shard of the pair that shares them (like their likes and matches). A room
 //! closes exactly once, whatever races (both skip at once, a skip and a disconnect), and on close
 //! every member is told `room_closed` through their own shard, live or on resume (I5), and handed
-//! back idle or requeued, each exactly once.
+//! back idle or requeued, each exactly once. With Redis, rooms are stored in their pair's record
+//! and their events go through the pair's outbox, so a crash cannot lose a close; a room found
+//! open from a previous run of the server is closed (`server_restart`) as soon as it is loaded.
 
-use actix::{Context, Handler};
+use serde::{Deserialize, Serialize};
 
-use super::messages::{CreateRoom, EnterRoom, ExitRoom, MemberGone, Skip};
+use super::messages::{CreateRoom, MemberGone, Skip};
 use crate::coord::shard::PairShard;
+use crate::coord::slot::PairKey;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::protocol::{unix_ms, JoinRequest, Room, RoomId, SkipResponse, UserId};
+use crate::persist::records::OutboxEntry;
+use crate::protocol::{unix_ms, EventKind, JoinRequest, Room, RoomId, SkipResponse, UserId};
+use crate::session::IndexChange;
 
 /// How long a closed room is remembered (to answer repeated skips the same way).
 pub const CLOSED_ROOM_RETENTION_MS: u64 = 10 * 60 * 1000;
 
 /// How a room ended.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Closed {
     pub at_ms: u64,
     /// Whether each member (by index in `room.users`) was requeued.
     pub requeued: [bool; 2],
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoomState {
     pub room: Room,
+    /// What each member joined with (to requeue them).
     pub tickets: [JoinRequest; 2],
     pub closed: Option<Closed>,
+    /// The server run that opened it.
+    pub incarnation: u64,
+}
+
+/// Why a room closes, as each side hears it.
+struct CloseReasons {
+    leaver: &'static str,
+    partner: &'static str,
 }
 
 impl PairShard {
-    /// Closes `room_id` once: `leaver` leaves for `reason`; the partner hears `partner_reason` and is
-    /// requeued. Returns whether the leaver was requeued, or `None` if it was already closed.
-    fn close_room(
-        &mut self,
-        room_id: &RoomId,
-        leaver: usize,
-        leaver_reason: &'static str,
-        partner_reason: &'static str,
-        requeue_leaver: bool,
-    ) -> Option<bool> {
-        let state = self.rooms.get_mut(room_id)?;
+    fn room_mut(&mut self, room_id: &RoomId) -> Option<(PairKey, &mut RoomState)> {
+        let key = self.room_pairs.get(room_id)?.clone();
+        let room = self.rooms.get_mut(&key)?.iter_mut().find(|r| r.room.room_id == *room_id)?;
+        Some((key, room))
+    }
+
+    /// Closes `room_id` once: the member at `leaver` hears `why.leaver`, the other `why.partner`;
+    /// `requeued` says who goes back in line. Returns whether the leaver is requeued, or `None` if
+    /// the room was closed already.
+    fn close_room(&mut self, room_id: &RoomId, leaver: usize, why: CloseReasons, requeued: [bool; 2]) -> Option<bool> {
+        let (key, state) = self.room_mut(room_id)?;
         if state.closed.is_some() {
             return None;
         }
-        let mut requeued = [true; 2];
-        requeued[leaver] = requeue_leaver;
         state.closed = Some(Closed { at_ms: unix_ms(), requeued });
-        METRICS.rooms_closed.with_label_values(&[leaver_reason]).inc();
-        for (i, user) in state.room.users.iter().enumerate() {
-            let reason = if i == leaver { leaver_reason } else { partner_reason };
-            self.users.for_user(user).do_send(ExitRoom {
+        METRICS.rooms_closed.with_label_values(&[why.leaver]).inc();
+        let entries = state
+            .room
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, user)| OutboxEntry {
+                effect_id: format!("close:{room_id}"),
                 user: user.clone(),
-                room_id: room_id.clone(),
-                reason,
-                requeue: requeued[i],
-            });
-        }
-        Some(requeue_leaver)
+                kind: EventKind::RoomClosed {
+                    room_id: room_id.clone(),
+                    reason: (if i == leaver { why.leaver } else { why.partner }).to_string(),
+                },
+                change: IndexChange::LeaveRoom { room_id: room_id.clone(), requeue: requeued[i] },
+            })
+            .collect();
+        self.mark_dirty(&key);
+        self.owe(&key, entries);
+        Some(requeued[leaver])
     }
 
     fn member_index(room: &Room, user: &UserId) -> Option<usize> {
         room.users.iter().position(|u| u == user)
     }
 
-    /// Drops rooms closed long ago.
-    pub(crate) fn sweep_rooms(&mut self, now_ms: u64) {
-        self.rooms
-            .retain(|_, r| r.closed.as_ref().is_none_or(|c| now_ms.saturating_sub(c.at_ms) < CLOSED_ROOM_RETENTION_MS));
-    }
-}
-
-impl Handler<CreateRoom> for PairShard {
-    type Result = ();
-
-    fn handle(&mut self, msg: CreateRoom, _: &mut Context<Self>) {
+    pub(crate) fn decide_create_room(&mut self, msg: CreateRoom) -> Result<(), ApiError> {
         let CreateRoom { room, tickets } = msg;
-        for (user, ticket) in room.users.iter().zip(tickets.iter()) {
-            self.users.for_user(user).do_send(EnterRoom {
+        let key = PairKey::new(&room.users[0], &room.users[1])
+            .ok_or_else(|| ApiError::BadRequest("a room needs two different users".into()))?;
+        let entries = room
+            .users
+            .iter()
+            .zip(tickets.iter())
+            .map(|(user, ticket)| OutboxEntry {
+                effect_id: format!("enter:{}", room.room_id),
                 user: user.clone(),
-                room: room.clone(),
-                ticket: ticket.clone(),
-            });
-        }
-        self.rooms.insert(room.room_id.clone(), RoomState { room, tickets, closed: None });
+                kind: EventKind::RoomAssigned { room: room.clone() },
+                change: IndexChange::EnterRoom { room_id: room.room_id.clone(), ticket: ticket.clone() },
+            })
+            .collect();
+        self.index_room(&room.room_id, &key);
+        let incarnation = self.incarnation;
+        self.rooms.entry(key.clone()).or_default().push(RoomState { room, tickets, closed: None, incarnation });
+        self.mark_dirty(&key);
+        self.owe(&key, entries);
+        Ok(())
     }
-}
 
-impl Handler<Skip> for PairShard {
-    type Result = Result<SkipResponse, ApiError>;
-
-    fn handle(&mut self, msg: Skip, _: &mut Context<Self>) -> Self::Result {
-        let state =
-            self.rooms.get(&msg.room_id).ok_or_else(|| ApiError::NotFound(format!("no room {}", msg.room_id)))?;
+    pub(crate) fn decide_skip(&mut self, msg: &Skip) -> Result<SkipResponse, ApiError> {
+        let (_, state) =
+            self.room_mut(&msg.room_id).ok_or_else(|| ApiError::NotFound(format!("no room {}", msg.room_id)))?;
         let me = Self::member_index(&state.room, &msg.by)
             .ok_or_else(|| ApiError::Forbidden("you are not a member of this room".into()))?;
         if let Some(closed) = &state.closed {
@@ -100,23 +118,58 @@ impl Handler<Skip> for PairShard {
         }
         METRICS.skips.inc();
         tracing::debug!(request_id = msg.request_id, room_id = %msg.room_id, by = %msg.by, "room skipped");
-        let requeued =
-            self.close_room(&msg.room_id, me, "skipped", "partner_skipped", msg.requeue).unwrap_or(msg.requeue);
+        let why = CloseReasons { leaver: "skipped", partner: "partner_skipped" };
+        let mut requeue = [true; 2];
+        requeue[me] = msg.requeue;
+        let requeued = self.close_room(&msg.room_id, me, why, requeue).unwrap_or(msg.requeue);
         Ok(SkipResponse { status: "skipped".into(), requeued })
     }
-}
 
-impl Handler<MemberGone> for PairShard {
-    type Result = ();
-
-    fn handle(&mut self, msg: MemberGone, _: &mut Context<Self>) {
-        let Some(state) = self.rooms.get(&msg.room_id) else {
-            return;
-        };
-        let Some(me) = Self::member_index(&state.room, &msg.user) else {
-            return;
-        };
+    pub(crate) fn decide_member_gone(&mut self, msg: &MemberGone) {
+        let Some((_, state)) = self.room_mut(&msg.room_id) else { return };
+        let Some(me) = Self::member_index(&state.room, &msg.user) else { return };
         tracing::debug!(room_id = %msg.room_id, user = %msg.user, "room member gone past the grace period");
-        self.close_room(&msg.room_id, me, "left", "partner_left", false);
+        let mut requeue = [true; 2];
+        requeue[me] = false;
+        self.close_room(&msg.room_id, me, CloseReasons { leaver: "left", partner: "partner_left" }, requeue);
+    }
+
+    /// Closes the rooms of `key` that a previous run of the server left open.
+    pub(crate) fn close_stale_rooms(&mut self, key: &PairKey) {
+        let incarnation = self.incarnation;
+        let stale: Vec<RoomId> = self
+            .rooms
+            .get(key)
+            .map(|rooms| {
+                rooms
+                    .iter()
+                    .filter(|r| r.closed.is_none() && r.incarnation != incarnation)
+                    .map(|r| r.room.room_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for room_id in stale {
+            tracing::info!(room_id = %room_id, "closing a room left open by a previous run");
+            // Nobody asked to be requeued; both go idle and can spin again.
+            let why = CloseReasons { leaver: "server_restart", partner: "server_restart" };
+            self.close_room(&room_id, 0, why, [false, false]);
+        }
+    }
+
+    /// Drops rooms closed long ago.
+    pub(crate) fn sweep_rooms(&mut self, now_ms: u64) {
+        let fresh =
+            |r: &RoomState| r.closed.as_ref().is_none_or(|c| now_ms.saturating_sub(c.at_ms) < CLOSED_ROOM_RETENTION_MS);
+        let room_pairs = &mut self.room_pairs;
+        self.rooms.retain(|_, rooms| {
+            rooms.retain(|r| {
+                let keep = fresh(r);
+                if !keep {
+                    room_pairs.remove(&r.room.room_id);
+                }
+                keep
+            });
+            !rooms.is_empty()
+        });
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix::{Message, Recipient};
 
 use crate::error::ApiError;
-use crate::protocol::{Event, EventKind, Match, MatchId, UserId};
+use crate::protocol::{Event, EventKind, JoinRequest, Match, MatchId, RoomId, UserId};
 
 /// Why the server closes a connection. The close code tells the client whether to reconnect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +53,16 @@ pub struct SessionHandle {
     pub recipient: Recipient<Deliver>,
 }
 
-/// A change to the user's index of active matches, made together with the event that reports it.
+/// What an event changes for its user besides the log, applied together with the event: the index
+/// of active matches, or the user's place (entering and leaving rooms are decided by the room's
+/// pair shard and carried out by the user's own shard, I4).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum IndexChange {
     None,
     AddMatch(Match),
     RemoveMatch(MatchId),
+    EnterRoom { room_id: RoomId, ticket: JoinRequest },
+    LeaveRoom { room_id: RoomId, requeue: bool },
 }
 
 /// Which pair decision an event comes from, so a re-published event is logged once and the pair

@@ -209,11 +209,17 @@ impl UserShard {
             }
         }
         match &change {
-            IndexChange::None => {}
             IndexChange::AddMatch(m) => entry.matches.push(m.clone()),
             IndexChange::RemoveMatch(id) => entry.matches.retain(|m| m.match_id != *id),
+            IndexChange::None | IndexChange::EnterRoom { .. } | IndexChange::LeaveRoom { .. } => {}
         }
         let event = entry.log.push(kind, effect.as_ref().map(|fx| Arc::from(fx.id.as_str())));
+        match &change {
+            IndexChange::EnterRoom { room_id, ticket } => self.enter_room(user, room_id.clone(), ticket.clone()),
+            IndexChange::LeaveRoom { room_id, requeue } => self.leave_room(user, room_id, *requeue, ctx),
+            _ => {}
+        }
+        let entry = self.entry(user);
         if !durable {
             entry.log.mark_durable(event.id);
             self.deliver(user, event, ctx);
@@ -229,7 +235,7 @@ impl UserShard {
             });
         }
         d.next.events.push((user.clone(), event));
-        if !matches!(change, IndexChange::None) {
+        if matches!(change, IndexChange::AddMatch(_) | IndexChange::RemoveMatch(_)) {
             d.next.index.push((user.clone(), change));
         }
         if let Some(fx) = effect {
@@ -372,7 +378,7 @@ impl UserShard {
                 IndexChange::RemoveMatch(id) => {
                     pipe.cmd("HDEL").arg(keys::matches(user)).arg(id.as_str());
                 }
-                IndexChange::None => continue,
+                IndexChange::None | IndexChange::EnterRoom { .. } | IndexChange::LeaveRoom { .. } => continue,
             }
             commands += 1;
         }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::Barrier;
 
+use crate::common::process::MatchdProcess;
+use crate::common::redis::RedisServer;
 use crate::common::{self, bounded, Api, Conn, TestServer, WsOptions, TIMEOUT};
 
 fn spin_config() -> matchd::Config {
@@ -49,7 +51,11 @@ async fn connected_users(api: &Api, prefix: &str, n: usize) -> Vec<(String, Stri
 
 /// Everyone presses spin at the same instant; checks I4/I5/I6 over answers and events.
 async fn simultaneous_spins(n: usize) {
-    let server = TestServer::start(spin_config()).await;
+    simultaneous_spins_with(n, spin_config()).await;
+}
+
+async fn simultaneous_spins_with(n: usize, config: matchd::Config) {
+    let server = TestServer::start(config).await;
     let api = server.api();
     let users = connected_users(&api, &format!("spin{n}u"), n).await;
     let barrier = Rc::new(Barrier::new(n));
@@ -125,6 +131,50 @@ async fn fifty_users_pressing_spin_at_once_are_paired_once_each() {
 async fn a_thousand_simultaneous_spins_pair_everyone_exactly_once() {
     let _trace = common::trace_init();
     simultaneous_spins(1000).await;
+}
+
+#[actix_rt::test]
+async fn simultaneous_spins_with_redis_pair_everyone_once() {
+    let _trace = common::trace_init();
+    let redis = RedisServer::start();
+    let mut config = spin_config();
+    config.redis = Some(redis.url());
+    simultaneous_spins_with(200, config).await;
+}
+
+#[actix_rt::test]
+async fn rooms_left_open_by_a_crash_are_closed_for_both_members_on_restart() {
+    let _trace = common::trace_init();
+    let redis = RedisServer::start();
+    let mut node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    let users = connected_users(&api, "crash", 4).await;
+    let open = pair(&api, &users[0], &users[1], "default").await;
+    let skipped = pair(&api, &users[2], &users[3], "default").await;
+    let (s, body) = skip(&api, &users[2].1, &skipped, json!({"requeue": false})).await;
+    assert_eq!(s, 200, "{body}");
+    users[3].2.recv_event("room_closed", TIMEOUT).await;
+    let last: Vec<u64> = users.iter().map(|u| u.2.last_id()).collect();
+    node.kill9();
+    node.restart();
+    // Resuming from their last ids: the open room's members hear it closed, once; the skipped
+    // room's members hear nothing new about it.
+    for (i, u) in users.iter().enumerate() {
+        let conn = api.ws_with(&u.1, WsOptions { since: Some(last[i]), ..Default::default() }).await.unwrap();
+        if i < 2 {
+            let closed = conn.recv_event("room_closed", TIMEOUT).await;
+            assert_eq!(closed["data"], json!({"room_id": open, "reason": "server_restart"}));
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        let closes = conn.events().iter().filter(|e| e["type"] == "room_closed").count();
+        assert_eq!(closes, usize::from(i < 2), "{}: {:?}", u.0, conn.events());
+        conn.close().await;
+    }
+    // Everyone is idle again: a spin is accepted, not refused as "in a room".
+    for u in &users {
+        let (s, body) = join(&api, &u.1, json!({ "pool": "after" })).await;
+        assert!(s == 200 || s == 202, "{}: {body}", u.0);
+    }
 }
 
 #[actix_rt::test]
