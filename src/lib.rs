@@ -110,6 +110,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let server = HttpServer::new(move || {
         let node = app_node.clone();
         App::new()
+            .wrap(actix_web::middleware::from_fn(http::trace::request_span))
             .wrap(http::cors::Cors::new(&node.config.cors_origins))
             .app_data(web::Data::new(node.clone()))
             .configure(http::configure(&node))

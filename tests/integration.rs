@@ -2,7 +2,9 @@
 
 mod bad_input;
 mod common;
+mod demo;
 mod durability;
+mod ops;
 mod queue;
 mod streams;
 mod swipes;

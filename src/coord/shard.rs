@@ -105,6 +105,8 @@ struct Batch {
     loads: Vec<PairKey>,
     lookups: Vec<Lookup>,
     waiters: Vec<Waiter>,
+    /// Request ids answered by this batch, for the commit log line.
+    request_ids: Vec<u64>,
 }
 
 impl Batch {
@@ -268,26 +270,29 @@ impl PairShard {
 
     /// Decides `cmd` on the in-memory state.
     fn execute(&mut self, cmd: Cmd, ctx: &mut Context<Self>) {
-        let waiter = match cmd {
-            Cmd::Swipe(msg, tx) => Waiter::new(tx, self.decide_swipe(&msg)),
-            Cmd::Unmatch(msg, tx) => Waiter::new(tx, self.decide_unmatch(&msg)),
-            Cmd::CreateRoom(msg, tx) => Waiter::new(tx, self.decide_create_room(msg)),
-            Cmd::Skip(msg, tx) => Waiter::new(tx, self.decide_skip(&msg)),
+        let (waiter, request_id) = match cmd {
+            Cmd::Swipe(msg, tx) => (Waiter::new(tx, self.decide_swipe(&msg)), msg.request_id),
+            Cmd::Unmatch(msg, tx) => (Waiter::new(tx, self.decide_unmatch(&msg)), msg.request_id),
+            Cmd::CreateRoom(msg, tx) => (Waiter::new(tx, self.decide_create_room(msg)), 0),
+            Cmd::Skip(msg, tx) => (Waiter::new(tx, self.decide_skip(&msg)), msg.request_id),
             Cmd::MemberGone(msg) => {
                 self.decide_member_gone(&msg);
                 return;
             }
         };
-        self.answer(waiter, ctx);
+        self.answer(waiter, request_id, ctx);
     }
 
     /// Replies now (memory) or after the next commit (Redis), so no answer reveals state that is
     /// not yet durable, even a read-only one.
-    fn answer(&mut self, waiter: Waiter, ctx: &mut Context<Self>) {
+    fn answer(&mut self, waiter: Waiter, request_id: u64, ctx: &mut Context<Self>) {
         match self.durable.as_mut() {
             None => waiter.release(),
             Some(d) => {
                 d.next.waiters.push(waiter);
+                if request_id != 0 {
+                    d.next.request_ids.push(request_id);
+                }
                 self.schedule_flush(ctx);
             }
         }
@@ -523,6 +528,7 @@ impl PairShard {
                 }
             }
         }
+        tracing::debug!(shard = self.index, ops = batch.waiters.len(), request_ids = ?batch.request_ids, "batch committed");
         for w in batch.waiters {
             w.release();
         }
@@ -600,6 +606,7 @@ impl PairShard {
     /// The batch failed: nothing in it (or decided on top of it) is acknowledged; forget the cache
     /// so the next touch reloads the truth from Redis.
     fn batch_failed(&mut self, batch: Batch, e: StoreError, ctx: &mut Context<Self>) {
+        tracing::warn!(shard = self.index, error = %e, request_ids = ?batch.request_ids, "batch failed; its actions answer 503");
         let err = ApiError::from(e);
         let Some(d) = self.durable.as_mut() else { return };
         d.in_flight = false;

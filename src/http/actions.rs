@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 
 use super::auth::AuthUser;
 use super::body::{JsonBody, OptionalJsonBody};
+use super::trace::RequestId;
 use crate::error::ApiError;
 use crate::node::{Node, Via};
 use crate::protocol::{
@@ -16,10 +17,10 @@ use crate::protocol::{
 pub async fn swipe(
     node: web::Data<Node>,
     user: AuthUser,
+    request_id: RequestId,
     body: JsonBody<SwipeRequest>,
 ) -> Result<web::Json<SwipeResponse>, ApiError> {
-    let request_id = node.next_request_id();
-    node.swipe(&user.0, body.0, request_id, Via::Http).await.map(web::Json)
+    node.swipe(&user.0, body.0, request_id.0, Via::Http).await.map(web::Json)
 }
 
 /// `GET /v1/matches`.
@@ -28,10 +29,14 @@ pub async fn list_matches(node: web::Data<Node>, user: AuthUser) -> Result<web::
 }
 
 /// `DELETE /v1/matches/{match_id}`.
-pub async fn unmatch(node: web::Data<Node>, user: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn unmatch(
+    node: web::Data<Node>,
+    user: AuthUser,
+    request_id: RequestId,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let match_id = MatchId::parse(&path).map_err(|_| ApiError::NotFound(format!("no match {}", path.as_str())))?;
-    let request_id = node.next_request_id();
-    let res = node.unmatch(&user.0, match_id, request_id, Via::Http).await?;
+    let res = node.unmatch(&user.0, match_id, request_id.0, Via::Http).await?;
     Ok(HttpResponse::Ok().json(res))
 }
 
@@ -79,11 +84,11 @@ pub async fn pool_status(
 pub async fn skip(
     node: web::Data<Node>,
     user: AuthUser,
+    request_id: RequestId,
     path: web::Path<String>,
     body: OptionalJsonBody<SkipRequest>,
 ) -> Result<web::Json<SkipResponse>, ApiError> {
     let room_id = RoomId::parse(&path).map_err(|_| ApiError::NotFound(format!("no room {}", path.as_str())))?;
     let requeue = body.0.requeue.unwrap_or(true);
-    let request_id = node.next_request_id();
-    node.skip(&user.0, room_id, requeue, request_id, Via::Http).await.map(web::Json)
+    node.skip(&user.0, room_id, requeue, request_id.0, Via::Http).await.map(web::Json)
 }

@@ -126,14 +126,11 @@ where
             let res = preflight_response(allowed, origin.as_ref());
             return Box::pin(ready(Ok(req.into_response(res).map_into_right_body())));
         }
-        let http_req = req.request().clone();
+        // The request must not be cloned here: routing needs it unshared. Handler and extractor
+        // errors are already answers at this point, so they get the headers too.
         let fut = self.service.call(req);
         Box::pin(async move {
-            let mut res = match fut.await {
-                Ok(res) => res.map_into_left_body(),
-                // Middleware errors become answers here, so they carry the headers too.
-                Err(e) => ServiceResponse::from_err(e, http_req).map_into_right_body(),
-            };
+            let mut res = fut.await?;
             let headers = res.headers_mut();
             if let Some(value) = allowed {
                 headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
@@ -142,7 +139,7 @@ where
             if varies {
                 headers.append(header::VARY, HeaderValue::from_static("Origin"));
             }
-            Ok(res)
+            Ok(res.map_into_left_body())
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod body;
 pub mod cors;
 pub mod demo;
 pub mod ops;
+pub mod trace;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{web, HttpRequest};

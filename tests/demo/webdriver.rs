@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::common::redis::free_port;
 
 /// The W3C key under which an element reference comes back.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52f-4f735466cecf";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Bound on one WebDriver command (session creation starts a browser, so it is generous).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a wait re-checks the page.
@@ -48,7 +48,10 @@ impl ChromeDriver {
     pub async fn start() -> ChromeDriver {
         let (chromium, driver) = (chromium_bin(), chromedriver_bin());
         for bin in [&chromium, &driver] {
-            assert!(std::path::Path::new(bin).exists(), "{bin} is missing: the demo browser test needs Chromium and chromedriver; {INSTALL_HINT}");
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} is missing: the demo browser test needs Chromium and chromedriver; {INSTALL_HINT}"
+            );
         }
         let port = free_port();
         let child = Command::new(&driver)
@@ -62,9 +65,11 @@ impl ChromeDriver {
         let driver = ChromeDriver { base: format!("http://127.0.0.1:{port}"), port, client, child };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Ok(mut res)) =
-                tokio::time::timeout(Duration::from_secs(2), driver.client.get(format!("{}/status", driver.base)).send())
-                    .await
+            if let Ok(Ok(mut res)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                driver.client.get(format!("{}/status", driver.base)).send(),
+            )
+            .await
             {
                 if let Ok(body) = res.json::<Value>().await {
                     if body["value"]["ready"] == json!(true) {
@@ -169,9 +174,16 @@ impl Browser {
     /// The element with `data-testid="<testid>"`.
     async fn element(&self, testid: &str) -> String {
         let found = self
-            .cmd("POST", "/element", Some(json!({"using": "css selector", "value": format!("[data-testid=\"{testid}\"]")})))
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": format!("[data-testid=\"{testid}\"]")})),
+            )
             .await;
-        found[ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("{}: no element {testid}: {found}", self.label)).to_string()
+        found[ELEMENT_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no element {testid}: {found}", self.label))
+            .to_string()
     }
 
     /// Clicks the element with that test id, once it is enabled (at most `within`).
@@ -198,13 +210,13 @@ impl Browser {
         self.cmd("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await
     }
 
-    /// Polls `script` until it returns something other than `false`/`null`, at most `within`;
+    /// Polls `script` until it returns something other than `false`, `null` or `""`, at most `within`;
     /// on time-out, panics showing the page's text.
     pub async fn wait(&self, what: &str, script: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let v = self.js(script).await;
-            if !(v.is_null() || v == json!(false)) {
+            if !(v.is_null() || v == json!(false) || v == json!("")) {
                 return v;
             }
             if Instant::now() >= deadline {
@@ -233,7 +245,7 @@ impl Drop for Browser {
     }
 }
 
-/// `DELETE <path>` to chromedriver, with short timeouts.
+/// `DELETE <path>` to chromedriver, with short timeouts; returns once the answer's head arrived.
 fn blocking_delete(port: u16, path: &str) -> std::io::Result<()> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -242,8 +254,14 @@ fn blocking_delete(port: u16, path: &str) -> std::io::Result<()> {
         format!("DELETE {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     )?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
+    // The answer comes once the session is gone; chromedriver may keep the connection open after it.
+    let (mut out, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf)? {
+            0 => break,
+            n => out.extend_from_slice(&buf[..n]),
+        }
+    }
     Ok(())
 }
 
