@@ -21,6 +21,8 @@ pub const ENV_SHARDS: &str = "MATCHD_SHARDS";
 pub const ENV_WORKERS: &str = "MATCHD_WORKERS";
 pub const ENV_LOG_FORMAT: &str = "MATCHD_LOG_FORMAT";
 pub const ENV_CORS_ORIGINS: &str = "MATCHD_CORS_ORIGINS";
+pub const ENV_WEBHOOK_URL: &str = "MATCHD_WEBHOOK_URL";
+pub const ENV_WEBHOOK_SECRET: &str = "MATCHD_WEBHOOK_SECRET";
 
 /// The secret dev mode signs tokens with; printed in the start-up warning.
 pub const DEV_SECRET: &str = "dev-secret";
@@ -63,6 +65,46 @@ pub struct Cli {
     /// flag for several; the env var takes a comma-separated list) [default: none, no CORS headers]
     #[arg(long = "cors-origin", env = ENV_CORS_ORIGINS, value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// URL that receives webhooks (match created/ended, room created/closed) [default: none]
+    #[arg(long, env = ENV_WEBHOOK_URL)]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 secret signing webhook bodies (X-Matchd-Signature); required with --webhook-url
+    #[arg(long, env = ENV_WEBHOOK_SECRET, hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+/// Webhooks to the app's backend. In the `[webhooks]` table of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Webhooks {
+    /// Where to POST events; none = webhooks off.
+    pub url: Option<String>,
+    /// Signs each body: `X-Matchd-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.
+    pub secret: Option<String>,
+    /// Attempts per event before it is dropped (and counted).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Bound on one delivery attempt.
+    pub timeout_ms: u64,
+    /// Events waiting or retrying at once; past it new events are dropped (and counted), so a dead
+    /// receiver cannot grow memory.
+    pub max_pending: usize,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            url: None,
+            secret: None,
+            max_attempts: 8,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            timeout_ms: 5_000,
+            max_pending: 10_000,
+        }
+    }
 }
 
 /// Every limit the server enforces. All are in the `[limits]` table of the config file.
@@ -163,6 +205,7 @@ struct FileConfig {
     workers: Option<usize>,
     log_format: Option<String>,
     cors_origins: Option<Vec<String>>,
+    webhooks: Webhooks,
     limits: Limits,
     timeouts: Timeouts,
     allow_dynamic_pools: Option<bool>,
@@ -199,6 +242,7 @@ pub struct Config {
     /// `MATCHD_CORS_ORIGINS` (comma-separated), file key `cors_origins = [..]`. Empty (the default):
     /// no CORS headers at all, so only same-origin pages (such as the dev demo at `/`) can call it.
     pub cors_origins: Vec<String>,
+    pub webhooks: Webhooks,
 }
 
 /// A configuration problem, reported as one line before exit.
@@ -243,6 +287,7 @@ impl Default for Config {
             pools: HashMap::new(),
             allow_dynamic_pools: true,
             cors_origins: Vec::new(),
+            webhooks: Webhooks::default(),
         }
     }
 }
@@ -312,6 +357,11 @@ impl Config {
             .map(|o| o.trim().to_string())
             .filter(|o| !o.is_empty())
             .collect(),
+            webhooks: Webhooks {
+                url: cli.webhook_url.or(file.webhooks.url.clone()).filter(|s| !s.is_empty()),
+                secret: cli.webhook_secret.or(file.webhooks.secret.clone()).filter(|s| !s.is_empty()),
+                ..file.webhooks
+            },
         };
         config.validate()?;
         Ok(config)
@@ -376,6 +426,18 @@ impl Config {
                 key: "cors_origins",
                 message: format!("{origin:?} is not \"*\" or an origin like https://app.example.com (no path)"),
             });
+        }
+        let w = &self.webhooks;
+        if let Some(url) = &w.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return bad("webhooks.url", "must be an http:// or https:// URL");
+            }
+            if w.secret.as_deref().is_none_or(|s| s.len() < 16) {
+                return bad("webhooks.secret", "is required with webhooks.url and must be at least 16 bytes");
+            }
+        }
+        if w.max_attempts == 0 || w.initial_backoff_ms == 0 || w.timeout_ms == 0 || w.max_pending == 0 {
+            return bad("webhooks", "max_attempts, initial_backoff_ms, timeout_ms and max_pending must be > 0");
         }
         let t = &self.timeouts;
         if t.heartbeat_interval_ms == 0 || t.client_timeout_ms <= t.heartbeat_interval_ms {

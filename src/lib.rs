@@ -10,6 +10,7 @@
 //! - [`persist`]: Redis persistence (group commit, records, keys); absent = in memory.
 //! - [`http`]: the route table, extractors and handlers.
 //! - [`node`]: the handles every part needs and the actions shared by HTTP and WebSocket.
+//! - [`webhook`]: signed, retried webhooks to the app's backend.
 //! - [`auth`], [`limiter`], [`error`], [`metrics`], [`telemetry`], [`shutdown`].
 //!
 //! [`start`] runs a server inside the current actix system; the binary, the tests and the benches
@@ -33,6 +34,7 @@ pub mod session;
 pub mod shutdown;
 pub mod telemetry;
 pub mod transport;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::time::Duration;

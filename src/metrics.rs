@@ -54,6 +54,8 @@ pub struct Metrics {
     pub persist_seconds: prometheus::Histogram,
     /// Operations per group commit.
     pub persist_batch_size: prometheus::Histogram,
+    /// Webhook deliveries by result (`delivered`, `retried`, `gave_up`, `dropped_overload`).
+    pub webhooks: IntCounterVec,
     /// Internal consistency checks that failed (should stay 0; alert on any).
     pub invariant_violations: IntCounterVec,
 }
@@ -122,6 +124,10 @@ impl Metrics {
                 HistogramOpts::new("matchd_persist_batch_size", "Operations per group commit")
                     .buckets(exponential_buckets(1.0, 2.0, 12).unwrap_or_default()),
             )?,
+            webhooks: IntCounterVec::new(
+                Opts::new("matchd_webhooks_total", "Webhook deliveries by result"),
+                &["result"],
+            )?,
             invariant_violations: IntCounterVec::new(
                 Opts::new("matchd_invariant_violations_total", "Failed internal consistency checks"),
                 &["check"],
@@ -145,6 +151,7 @@ impl Metrics {
         m.registry.register(Box::new(m.rooms_closed.clone()))?;
         m.registry.register(Box::new(m.room_closed_notify_seconds.clone()))?;
         m.registry.register(Box::new(m.invariant_violations.clone()))?;
+        m.registry.register(Box::new(m.webhooks.clone()))?;
         Ok(m)
     }
 

@@ -23,6 +23,7 @@ use crate::queue::PoolRouter;
 use crate::session::messages::ListMatches;
 use crate::session::user_shard::{Links, UserShard, Wire};
 use crate::session::UserRouter;
+use crate::webhook::WebhookSender;
 
 /// Cheap to clone; shared by every worker and session.
 #[derive(Clone)]
@@ -107,7 +108,8 @@ impl Node {
             None => None,
         };
         let node_id: Arc<str> = Arc::from(config.node_id.as_str());
-        let arbiters: Vec<Arbiter> = (0..config.shards).map(|_| Arbiter::new()).collect();
+        let mut arbiters: Vec<Arbiter> = (0..config.shards).map(|_| Arbiter::new()).collect();
+        let (webhooks, webhook_thread) = WebhookSender::start(&config.webhooks);
         let users = UserRouter::new(
             arbiters
                 .iter()
@@ -126,9 +128,9 @@ impl Node {
                 .enumerate()
                 .map(|(i, a)| {
                     let (limits, users, shards) = (config.limits.clone(), users.clone(), config.shards);
-                    let store_for = store_for.clone();
+                    let (store_for, webhooks) = (store_for.clone(), webhooks.clone());
                     PairShard::start_in_arbiter(&a.handle(), move |_| {
-                        PairShard::new(i, shards, users, limits, store_for())
+                        PairShard::new(i, shards, users, limits, store_for(), webhooks)
                     })
                 })
                 .collect(),
@@ -141,6 +143,7 @@ impl Node {
             pairs.clone(),
             config.timeouts.pool_rescan_ms,
         );
+        arbiters.extend(webhook_thread);
         for shard in users.all() {
             shard.do_send(Wire(Links { pairs: pairs.clone(), pools: pools.clone() }));
         }

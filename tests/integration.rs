@@ -8,3 +8,4 @@ mod ops;
 mod queue;
 mod streams;
 mod swipes;
+mod webhooks;

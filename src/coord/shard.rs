@@ -29,6 +29,7 @@ use crate::queue::messages::{CreateRoom, MemberGone, Skip};
 use crate::queue::room::RoomState;
 use crate::session::messages::EffectRef;
 use crate::session::{IndexChange, UserRouter};
+use crate::webhook::{WebhookEvent, WebhookSender};
 
 /// How often closed rooms are swept.
 const ROOM_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -107,6 +108,8 @@ struct Batch {
     waiters: Vec<Waiter>,
     /// Request ids answered by this batch, for the commit log line.
     request_ids: Vec<u64>,
+    /// Webhooks for the batch's decisions, sent once it is stored.
+    webhooks: Vec<WebhookEvent>,
 }
 
 impl Batch {
@@ -157,6 +160,7 @@ pub struct PairShard {
     /// Random per process start: an open room stored by another incarnation was left open by a
     /// crash and is closed when found (I5).
     pub(crate) incarnation: u64,
+    webhooks: WebhookSender,
     durable: Option<Durable>,
 }
 
@@ -182,6 +186,7 @@ impl PairShard {
         users: UserRouter,
         limits: Limits,
         store: Option<(RedisStore, usize)>,
+        webhooks: WebhookSender,
     ) -> Self {
         PairShard {
             index,
@@ -193,6 +198,7 @@ impl PairShard {
             rooms: HashMap::new(),
             room_pairs: HashMap::new(),
             incarnation: rand::random(),
+            webhooks,
             durable: store.map(|(store, max_batch)| Durable {
                 store,
                 outbox: HashMap::new(),
@@ -360,6 +366,11 @@ impl PairShard {
         let entries: Vec<OutboxEntry> = match effect {
             Effect::MatchCreated(m) => {
                 METRICS.matches.inc();
+                self.notify(WebhookEvent::new(
+                    format!("match.created:{}", m.match_id),
+                    "match.created",
+                    serde_json::json!({ "match": &m }),
+                ));
                 self.match_pairs.insert(m.match_id.clone(), key.clone());
                 if let Some(d) = self.durable.as_mut() {
                     d.next.match_keys.push((m.match_id.clone(), key.clone()));
@@ -376,6 +387,11 @@ impl PairShard {
             }
             Effect::Unmatched { match_, by } => {
                 METRICS.unmatches.inc();
+                self.notify(WebhookEvent::new(
+                    format!("match.ended:{}", match_.match_id),
+                    "match.ended",
+                    serde_json::json!({ "match_id": &match_.match_id, "users": &match_.users, "by": &by }),
+                ));
                 match_
                     .users
                     .iter()
@@ -389,6 +405,17 @@ impl PairShard {
             }
         };
         self.owe(key, entries);
+    }
+
+    /// Tells the app's backend about a decision: now in memory, after the batch is stored with Redis.
+    pub(crate) fn notify(&mut self, event: WebhookEvent) {
+        if !self.webhooks.enabled() {
+            return;
+        }
+        match self.durable.as_mut() {
+            None => self.webhooks.send(event),
+            Some(d) => d.next.webhooks.push(event),
+        }
     }
 
     /// Events (and their changes) a decision about `key` owes its users.
@@ -531,6 +558,9 @@ impl PairShard {
         tracing::debug!(shard = self.index, ops = batch.waiters.len(), request_ids = ?batch.request_ids, "batch committed");
         for w in batch.waiters {
             w.release();
+        }
+        for event in batch.webhooks {
+            self.webhooks.send(event);
         }
         for key in &batch.dirty {
             self.publish_owed(key);

@@ -15,6 +15,7 @@ use crate::metrics::METRICS;
 use crate::persist::records::OutboxEntry;
 use crate::protocol::{unix_ms, EventKind, JoinRequest, Room, RoomId, SkipResponse, UserId};
 use crate::session::IndexChange;
+use crate::webhook::WebhookEvent;
 
 /// How long a closed room is remembered (to answer repeated skips the same way).
 pub const CLOSED_ROOM_RETENTION_MS: u64 = 10 * 60 * 1000;
@@ -59,6 +60,12 @@ impl PairShard {
             return None;
         }
         state.closed = Some(Closed { at_ms: unix_ms(), requeued });
+        let closed_by = (why.leaver != "server_restart").then(|| state.room.users[leaver].clone());
+        let webhook = WebhookEvent::new(
+            format!("room.closed:{room_id}"),
+            "room.closed",
+            serde_json::json!({ "room_id": room_id, "users": &state.room.users, "reason": why.leaver, "by": closed_by }),
+        );
         METRICS.rooms_closed.with_label_values(&[why.leaver]).inc();
         let entries = state
             .room
@@ -77,6 +84,7 @@ impl PairShard {
             .collect();
         self.mark_dirty(&key);
         self.owe(&key, entries);
+        self.notify(webhook);
         Some(requeued[leaver])
     }
 
@@ -100,6 +108,11 @@ impl PairShard {
             })
             .collect();
         self.index_room(&room.room_id, &key);
+        self.notify(WebhookEvent::new(
+            format!("room.created:{}", room.room_id),
+            "room.created",
+            serde_json::json!({ "room": &room }),
+        ));
         let incarnation = self.incarnation;
         self.rooms.entry(key.clone()).or_default().push(RoomState { room, tickets, closed: None, incarnation });
         self.mark_dirty(&key);

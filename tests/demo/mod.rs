@@ -243,7 +243,10 @@ async fn two_browsers_match_spin_and_skip_on_the_demo_page() {
         )
         .await;
     let ws_opens = alice.js("return [...document.querySelectorAll('[data-testid=log] li[data-type=\"ws open\"]')].map(e => e.textContent);").await;
-    assert!(ws_opens.to_string().contains(&format!("since={last_id}")), "the page reconnected with ?since=: {ws_opens}");
+    assert!(
+        ws_opens.to_string().contains(&format!("since={last_id}")),
+        "the page reconnected with ?since=: {ws_opens}"
+    );
 
     // Alice unmatches: bob's page drops the match (the `unmatched` event).
     alice.click("unmatch-bob", UI_TIMEOUT).await;
