@@ -96,21 +96,23 @@ async fn each_event_arrives_once_signed_after_the_receiver_fails_twice() {
     }
     // Retries after the last success would show up as a second delivery.
     actix_rt::time::sleep(Duration::from_millis(300)).await;
-    let seen = seen.lock().unwrap();
+    check(&seen.lock().unwrap(), &expected, &m);
+    server.shutdown().await;
+    receiver_handle.stop(false).await;
+}
+
+fn check(seen: &Seen, expected: &[(String, &str)], m: &Value) {
     assert_eq!(seen.bad_signatures, 0);
     assert_eq!(seen.delivered.len(), expected.len(), "unexpected events: {:?}", seen.delivered.keys());
-    for (id, type_) in &expected {
+    for (id, type_) in expected {
         let bodies = &seen.delivered[id];
         assert_eq!(bodies.len(), 1, "{id} delivered {} times", bodies.len());
         assert_eq!(seen.attempts[id], 3, "{id}");
         assert_eq!(bodies[0]["id"], id.as_str());
         assert_eq!(bodies[0]["type"], *type_);
     }
-    assert_eq!(seen.delivered[&expected[0].0][0]["data"]["match"], m);
+    assert_eq!(&seen.delivered[&expected[0].0][0]["data"]["match"], m);
     assert_eq!(seen.delivered[&expected[1].0][0]["data"]["by"], "w1");
     assert_eq!(seen.delivered[&expected[3].0][0]["data"]["reason"], "skipped");
     assert_eq!(seen.delivered[&expected[3].0][0]["data"]["by"], "w3");
-    drop(seen);
-    server.shutdown().await;
-    receiver_handle.stop(false).await;
 }
