@@ -21,6 +21,7 @@ use super::slot::{shard_of, PairKey, SLOT_COUNT};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::persist::batch::{self, GroupCommit, Schedule};
 use crate::persist::records::{OutboxEntry, PairRecord};
 use crate::persist::store::text;
 use crate::persist::{keys, RedisStore, StoreError};
@@ -113,10 +114,6 @@ struct Batch {
 }
 
 impl Batch {
-    fn is_empty(&self) -> bool {
-        self.dirty.is_empty() && self.loads.is_empty() && self.lookups.is_empty() && self.waiters.is_empty()
-    }
-
     fn ops(&self) -> usize {
         self.dirty.len() + self.loads.len() + self.lookups.len() + self.waiters.len()
     }
@@ -135,11 +132,12 @@ struct Durable {
     /// Effects owed to users, per pair (mirrors the stored outboxes).
     outbox: HashMap<PairKey, Vec<Owed>>,
     next: Batch,
-    in_flight: bool,
-    flush_queued: bool,
+    /// One batch in flight; when to send the next.
+    commit: GroupCommit,
     loading: HashMap<PairKey, Vec<Cmd>>,
     looking_up: HashMap<Lookup, Vec<Cmd>>,
-    max_batch: usize,
+    /// A sweep of stored outboxes is pending (after a failed batch).
+    recovery_scheduled: bool,
 }
 
 /// The owner of a share of all pairs.
@@ -203,11 +201,10 @@ impl PairShard {
                 store,
                 outbox: HashMap::new(),
                 next: Batch::default(),
-                in_flight: false,
-                flush_queued: false,
+                commit: GroupCommit::new(max_batch),
                 loading: HashMap::new(),
                 looking_up: HashMap::new(),
-                max_batch,
+                recovery_scheduled: false,
             }),
         }
     }
@@ -446,26 +443,20 @@ impl PairShard {
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         let Some(d) = self.durable.as_mut() else { return };
-        if d.in_flight || d.next.is_empty() {
-            return;
-        }
-        if d.next.ops() >= d.max_batch {
-            d.flush_queued = false;
-            self.flush(ctx);
-        } else if !d.flush_queued {
-            d.flush_queued = true;
-            ctx.notify(Flush);
+        match d.commit.schedule(d.next.ops()) {
+            Schedule::Wait => {}
+            Schedule::FlushNow => self.flush(ctx),
+            Schedule::Notify => ctx.notify(Flush),
         }
     }
 
     /// Sends the pending batch as one atomic pipeline.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let Some(d) = self.durable.as_mut() else { return };
-        if d.in_flight || d.next.is_empty() {
+        if !d.commit.begin(d.next.ops()) {
             return;
         }
         let batch = std::mem::take(&mut d.next);
-        d.in_flight = true;
         METRICS.persist_batch_size.observe(batch.ops() as f64);
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -514,16 +505,10 @@ impl PairShard {
         }
         let store = d.store.clone();
         let commands = expect.len();
-        async move {
-            if commands == 0 {
-                Ok(Vec::new())
-            } else {
-                store.run(pipe, commands).await
-            }
-        }
-        .into_actor(self)
-        .map(move |res, act, ctx| act.committed(batch, expect, res, ctx))
-        .spawn(ctx);
+        batch::send(store, pipe, commands)
+            .into_actor(self)
+            .map(move |res, act, ctx| act.committed(batch, expect, res, ctx))
+            .spawn(ctx);
     }
 
     /// A batch came back: release its answers and events, or fail everything that depended on it.
@@ -546,7 +531,7 @@ impl PairShard {
             Err(e) => return self.batch_failed(batch, e, ctx),
         };
         let Some(d) = self.durable.as_mut() else { return };
-        d.in_flight = false;
+        d.commit.finished();
         // The writes are durable: their outbox entries may go out now.
         for key in &batch.dirty {
             if let Some(owed) = d.outbox.get_mut(key) {
@@ -639,7 +624,7 @@ impl PairShard {
         tracing::warn!(shard = self.index, error = %e, request_ids = ?batch.request_ids, "batch failed; its actions answer 503");
         let err = ApiError::from(e);
         let Some(d) = self.durable.as_mut() else { return };
-        d.in_flight = false;
+        d.commit.finished();
         let next = std::mem::take(&mut d.next);
         for w in batch.waiters.into_iter().chain(next.waiters) {
             w.fail(&err);
@@ -655,8 +640,12 @@ impl PairShard {
         self.match_pairs.clear();
         self.rooms.clear();
         self.room_pairs.clear();
-        // Anything queued meanwhile was failed above; nothing is left to send.
-        let _ = ctx;
+        // Effects owed by pairs no longer in memory would wait for their pair's next touch:
+        // sweep the stored outboxes (and open rooms) again once Redis answers.
+        if !d.recovery_scheduled {
+            d.recovery_scheduled = true;
+            ctx.run_later(OUTBOX_RETRY, |act, ctx| act.recover_outboxes(ctx));
+        }
     }
 
     /// Publishes the committed, unconfirmed effects of `key` to their users.
@@ -688,7 +677,8 @@ impl PairShard {
 
     /// Loads every pair of this shard's slots that still owes events (after a crash).
     fn recover_outboxes(&mut self, ctx: &mut Context<Self>) {
-        let Some(d) = self.durable.as_ref() else { return };
+        let Some(d) = self.durable.as_mut() else { return };
+        d.recovery_scheduled = false;
         let (index, shards) = (self.index, self.shards);
         let slots: Vec<u16> = (0..SLOT_COUNT).filter(|s| shard_of(*s, shards) == index).collect();
         let mut pipe = redis::pipe();
@@ -743,7 +733,7 @@ impl Handler<Flush> for PairShard {
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
         if let Some(d) = self.durable.as_mut() {
-            d.flush_queued = false;
+            d.commit.notified();
         }
         self.flush(ctx);
     }

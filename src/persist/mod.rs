@@ -8,6 +8,7 @@
 //! top of it), drops its cached state, and reloads lazily from Redis on the next touch. Nothing
 //! that failed was acknowledged.
 
+pub mod batch;
 pub mod keys;
 pub mod records;
 pub mod store;

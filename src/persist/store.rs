@@ -45,22 +45,23 @@ impl RedisStore {
 
     /// Runs `pipe` (atomic if built with `.atomic()`), returning one value per command.
     ///
-    /// A pipeline that failed because the connection had dropped (Redis restarted) is sent once
-    /// more on the fresh connection. That is safe for what the shards write: full-record SETs,
+    /// A pipeline that failed because the connection had dropped (Redis restarted) is sent again
+    /// on the fresh connection until the timeout. That is safe for what the shards write: full-record SETs,
     /// SADD/SREM/HSET/HDEL are idempotent, and an XADD with an explicit id that already landed
     /// is refused by Redis, which fails the batch and makes the shard reload.
     pub async fn run(&self, pipe: redis::Pipeline, commands: usize) -> Result<Vec<redis::Value>, StoreError> {
         let started = tokio::time::Instant::now();
         let deadline = started + self.timeout;
-        let mut attempt = 0;
         let result = loop {
-            attempt += 1;
             let mut conn = self.conn.clone();
             METRICS.persist_round_trips.inc();
             METRICS.persist_commands.inc_by(commands as u64);
             match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
                 Ok(Ok(values)) => break Ok(values),
-                Ok(Err(e)) if attempt == 1 && (e.is_connection_dropped() || e.is_io_error()) => {
+                Ok(Err(e))
+                    if (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
+                        && tokio::time::Instant::now() + RECONNECT_PAUSE < deadline =>
+                {
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                     continue;
                 }

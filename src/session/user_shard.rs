@@ -27,6 +27,7 @@ use crate::coord::slot::PairKey;
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::persist::batch::{self, GroupCommit, Schedule};
 use crate::persist::store::text;
 use crate::persist::{keys, RedisStore, StoreError};
 use crate::protocol::event::Hello;
@@ -84,22 +85,17 @@ struct UserBatch {
 }
 
 impl UserBatch {
-    fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.index.is_empty() && self.confirms.is_empty() && self.loads.is_empty()
-    }
-
     fn ops(&self) -> usize {
-        self.events.len() + self.index.len() + self.loads.len()
+        self.events.len() + self.index.len() + self.loads.len() + self.confirms.len()
     }
 }
 
 struct UserDurable {
     store: RedisStore,
     next: UserBatch,
-    in_flight: bool,
-    flush_queued: bool,
+    /// One batch in flight; when to send the next.
+    commit: GroupCommit,
     loading: HashMap<UserId, Vec<Deferred>>,
-    max_batch: usize,
 }
 
 #[derive(actix::Message)]
@@ -133,10 +129,8 @@ impl UserShard {
             durable: store.map(|(store, max_batch)| UserDurable {
                 store,
                 next: UserBatch::default(),
-                in_flight: false,
-                flush_queued: false,
+                commit: GroupCommit::new(max_batch),
                 loading: HashMap::new(),
-                max_batch,
             }),
         }
     }
@@ -331,26 +325,20 @@ impl UserShard {
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         let Some(d) = self.durable.as_mut() else { return };
-        if d.in_flight || d.next.is_empty() {
-            return;
-        }
-        if d.next.ops() >= d.max_batch {
-            d.flush_queued = false;
-            self.flush(ctx);
-        } else if !d.flush_queued {
-            d.flush_queued = true;
-            ctx.notify(FlushUsers);
+        match d.commit.schedule(d.next.ops()) {
+            Schedule::Wait => {}
+            Schedule::FlushNow => self.flush(ctx),
+            Schedule::Notify => ctx.notify(FlushUsers),
         }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let cap = self.limits.event_log_capacity;
         let Some(d) = self.durable.as_mut() else { return };
-        if d.in_flight || d.next.is_empty() {
+        if !d.commit.begin(d.next.ops()) {
             return;
         }
         let batch = std::mem::take(&mut d.next);
-        d.in_flight = true;
         METRICS.persist_batch_size.observe(batch.ops() as f64);
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -389,32 +377,26 @@ impl UserShard {
             commands += 2;
         }
         let store = d.store.clone();
-        async move {
-            if commands == 0 {
-                Ok(Vec::new())
-            } else {
-                store.run(pipe, commands).await
-            }
-        }
-        .into_actor(self)
-        .map(move |res, act, ctx| match res {
-            Ok(values) if values.len() == commands => act.committed(batch, &values[first_load..], ctx),
-            Ok(values) => act.batch_failed(
-                batch,
-                StoreError::Corrupt {
-                    key: "batch".into(),
-                    message: format!("{} replies for {commands}", values.len()),
-                },
-                ctx,
-            ),
-            Err(e) => act.batch_failed(batch, e, ctx),
-        })
-        .spawn(ctx);
+        batch::send(store, pipe, commands)
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(values) if values.len() == commands => act.committed(batch, &values[first_load..], ctx),
+                Ok(values) => act.batch_failed(
+                    batch,
+                    StoreError::Corrupt {
+                        key: "batch".into(),
+                        message: format!("{} replies for {commands}", values.len()),
+                    },
+                    ctx,
+                ),
+                Err(e) => act.batch_failed(batch, e, ctx),
+            })
+            .spawn(ctx);
     }
 
     fn committed(&mut self, batch: UserBatch, loads: &[redis::Value], ctx: &mut Context<Self>) {
         if let Some(d) = self.durable.as_mut() {
-            d.in_flight = false;
+            d.commit.finished();
         }
         for (user, event) in batch.events {
             self.entry(&user).log.mark_durable(event.id);
@@ -471,7 +453,7 @@ impl UserShard {
         let err = ApiError::from(e);
         let cap = self.limits.event_log_capacity;
         let Some(d) = self.durable.as_mut() else { return };
-        d.in_flight = false;
+        d.commit.finished();
         let next = std::mem::take(&mut d.next);
         let mut retry: Vec<Publish> = batch.retryable.into_iter().chain(next.retryable).collect();
         for (_, waiting) in d.loading.drain() {
@@ -538,7 +520,7 @@ impl Handler<FlushUsers> for UserShard {
 
     fn handle(&mut self, _: FlushUsers, ctx: &mut Context<Self>) {
         if let Some(d) = self.durable.as_mut() {
-            d.flush_queued = false;
+            d.commit.notified();
         }
         self.flush(ctx);
     }

@@ -179,7 +179,7 @@ async fn redis_outage_answers_503_then_recovers_without_restart() {
 
     redis.kill();
     let mut refused = 0;
-    for n in 0..20 {
+    for n in 0..5 {
         let started = std::time::Instant::now();
         let (status, body) = try_swipe(&api, &t3, "o4", &format!("outage-{n}")).await.unwrap();
         assert_eq!(status, 503, "acknowledged while Redis was down: {body}");
@@ -187,7 +187,7 @@ async fn redis_outage_answers_503_then_recovers_without_restart() {
         assert!(started.elapsed() < Duration::from_secs(3), "a 503 must come promptly");
         refused += 1;
     }
-    assert_eq!(refused, 20);
+    assert_eq!(refused, 5);
     assert_eq!(node.status("/readyz"), Some(503));
 
     redis.restart();
@@ -200,14 +200,35 @@ async fn redis_outage_answers_503_then_recovers_without_restart() {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "service did not resume after Redis came back");
-    assert_eq!(node.status("/readyz"), Some(200));
+    let mut ready = false;
+    for _ in 0..50 {
+        if node.status("/readyz") == Some(200) {
+            ready = true;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz did not recover");
     // Nothing refused was stored: o3's likes of o4 never happened, so o4's like is only pending.
     let (status, body) = try_swipe(&api, &t4, "o3", "check").await.unwrap();
     assert_eq!((status, body["status"].clone()), (200, json!("pending")));
-    // What was stored before the outage is intact.
-    let listed = api.matches(&api.token("o1").await).await;
-    assert_eq!(listed, vec![m]);
-    let seen: HashSet<String> = listed.iter().map(|m| m["match_id"].to_string()).collect();
+    // What was stored before the outage is intact, and events owed when Redis went away arrive
+    // (the match's index entry may still have been on its way to o1's log).
+    let t1 = api.token("o1").await;
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = api.matches(&t1).await;
+        if !listed.is_empty() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed, vec![m.clone()]);
+    let conn = api.ws_with(&t1, WsOptions { since: Some(0), ..Default::default() }).await.unwrap();
+    let events = conn.wait_events("match", 1, Duration::from_secs(5)).await;
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(conn.events().iter().filter(|e| e["type"] == "match").count(), 1);
+    let seen: HashSet<String> = events.iter().map(|e| e["data"]["match"]["match_id"].to_string()).collect();
     assert_eq!(seen.len(), 1);
 }
 

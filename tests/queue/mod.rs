@@ -31,9 +31,9 @@ async fn skip(api: &Api, token: &str, room_id: &str, body: Value) -> (u16, Value
     (r.status.as_u16(), r.json())
 }
 
-/// `n` users with a token and an open WebSocket each.
+/// `n` users with a token and an open WebSocket each, in index order (`{prefix}0` first).
 async fn connected_users(api: &Api, prefix: &str, n: usize) -> Vec<(String, String, Conn)> {
-    bounded(
+    let mut users = bounded(
         64,
         (0..n).map(|i| {
             let api = api.clone();
@@ -42,11 +42,13 @@ async fn connected_users(api: &Api, prefix: &str, n: usize) -> Vec<(String, Stri
                 let token = api.token(&user).await;
                 let conn = api.ws(&token).await;
                 conn.recv_event("hello", TIMEOUT).await;
-                (user, token, conn)
+                (i, (user, token, conn))
             }
         }),
     )
-    .await
+    .await;
+    users.sort_by_key(|(i, _)| *i);
+    users.into_iter().map(|(_, u)| u).collect()
 }
 
 /// Everyone presses spin at the same instant; checks I4/I5/I6 over answers and events.
