@@ -176,6 +176,8 @@ pub struct Timeouts {
     pub pool_rescan_ms: u64,
     /// Bound on one Redis round trip; past it the action answers 503 `unavailable`.
     pub persist_timeout_ms: u64,
+    /// TTL of the ownership lease (Redis mode): how long a standby waits for a dead active node.
+    pub lease_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -189,6 +191,7 @@ impl Default for Timeouts {
             presence_grace_ms: 5_000,
             pool_rescan_ms: 250,
             persist_timeout_ms: 1_000,
+            lease_ms: 3_000,
         }
     }
 }
@@ -446,6 +449,9 @@ impl Config {
         if l.persist_batch_max == 0 {
             return bad("limits.persist_batch_max", "must be at least 1");
         }
+        if t.lease_ms < 300 {
+            return bad("timeouts.lease_ms", "must be at least 300");
+        }
         if t.persist_timeout_ms == 0 || t.persist_timeout_ms >= t.action_timeout_ms {
             return bad("timeouts.persist_timeout_ms", "must be > 0 and less than action_timeout_ms");
         }
@@ -474,6 +480,10 @@ impl Config {
 
     pub fn presence_grace(&self) -> Duration {
         Duration::from_millis(self.timeouts.presence_grace_ms)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.timeouts.lease_ms)
     }
 
     pub fn persist_timeout(&self) -> Duration {

@@ -82,6 +82,9 @@ impl Running {
             self.handle.stop(false).await;
         }
         let _ = self.server.await;
+        // In-flight actions have their answers, so their batches are stored; let a standby in.
+        // (Events still owed to user logs are in the pairs' outboxes, which the next owner sweeps.)
+        self.node.release_lease().await;
     }
 
     /// Immediate stop, for tests that simulate a crash of the HTTP layer.
@@ -108,6 +111,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         tracing::warn!("no --redis: state lives in memory on this single node and is lost when it stops");
     }
     let node = Node::start(config).map_err(|e| std::io::Error::other(e.to_string()))?;
+    node.keep_lease().await;
     let app_node = node.clone();
     let server = HttpServer::new(move || {
         let node = app_node.clone();

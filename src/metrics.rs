@@ -54,6 +54,8 @@ pub struct Metrics {
     pub persist_seconds: prometheus::Histogram,
     /// Operations per group commit.
     pub persist_batch_size: prometheus::Histogram,
+    /// 1 while this node holds the ownership lease (Redis mode).
+    pub lease_held: IntGauge,
     /// Webhook deliveries by result (`delivered`, `retried`, `gave_up`, `dropped_overload`).
     pub webhooks: IntCounterVec,
     /// Internal consistency checks that failed (should stay 0; alert on any).
@@ -124,6 +126,7 @@ impl Metrics {
                 HistogramOpts::new("matchd_persist_batch_size", "Operations per group commit")
                     .buckets(exponential_buckets(1.0, 2.0, 12).unwrap_or_default()),
             )?,
+            lease_held: IntGauge::new("matchd_lease_held", "1 while this node holds the ownership lease")?,
             webhooks: IntCounterVec::new(
                 Opts::new("matchd_webhooks_total", "Webhook deliveries by result"),
                 &["result"],
@@ -152,6 +155,7 @@ impl Metrics {
         m.registry.register(Box::new(m.room_closed_notify_seconds.clone()))?;
         m.registry.register(Box::new(m.invariant_violations.clone()))?;
         m.registry.register(Box::new(m.webhooks.clone()))?;
+        m.registry.register(Box::new(m.lease_held.clone()))?;
         Ok(m)
     }
 

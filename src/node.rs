@@ -11,11 +11,12 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::coord::messages::{Swipe, Unmatch};
 use crate::coord::shard::PairShard;
+use crate::coord::shard::ResetCache;
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::limiter::RateLimiter;
 use crate::metrics::METRICS;
-use crate::persist::{RedisStore, StoreError};
+use crate::persist::{Durability, Lease, RedisStore, StoreError};
 use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolName, PoolStatus, RoomId, SkipResponse};
 use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId};
 use crate::queue::messages::{GetStatus, Join, Leave, Skip};
@@ -48,8 +49,10 @@ pub struct NodeInner {
     next_request_id: AtomicU64,
     /// The shard threads; stopped when the node is dropped.
     arbiters: Vec<Arbiter>,
-    /// A connection for readiness checks (Redis mode).
+    /// A connection for readiness checks and the lease (Redis mode).
     probe: Option<RedisStore>,
+    /// The ownership lease this node writes under (Redis mode).
+    lease: Option<Lease>,
 }
 
 impl Drop for NodeInner {
@@ -89,12 +92,14 @@ impl Node {
     pub fn start(config: Config) -> Result<Node, StoreError> {
         // Each shard gets its own Redis connection, created on its own thread's runtime.
         let redis_url = config.redis.clone();
+        let lease = redis_url.as_ref().map(|_| Lease::new(&config.node_id, config.lease_ttl()));
         let store_for = {
             let (url, timeout, max) = (redis_url.clone(), config.persist_timeout(), config.limits.persist_batch_max);
-            move || -> Option<(RedisStore, usize)> {
-                let url = url.as_deref()?;
+            let lease = lease.clone();
+            move || -> Option<Durability> {
+                let (url, lease) = (url.as_deref()?, lease.clone()?);
                 match RedisStore::connect_lazy(url, timeout) {
-                    Ok(store) => Some((store, max)),
+                    Ok(store) => Some(Durability { store, max_batch: max, lease }),
                     Err(e) => {
                         // Checked below before any shard starts, so this cannot happen.
                         tracing::error!(error = %e, "redis client could not be created");
@@ -167,15 +172,55 @@ impl Node {
                 next_request_id: AtomicU64::new(1),
                 arbiters,
                 probe,
+                lease,
             }),
         })
     }
 
-    /// Whether persistence answers (always true in memory mode).
+    /// With Redis: acquires the ownership lease and keeps it (see `persist::lease`). Each new
+    /// tenure first makes every shard drop its cache. Runs on the calling actix system; returns
+    /// once the first attempt was answered (or the persistence timeout passed).
+    pub async fn keep_lease(&self) {
+        let (Some(lease), Some(store)) = (self.lease.clone(), self.probe.clone()) else { return };
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let (pairs, users) = (self.pairs.clone(), self.users.clone());
+        actix_rt::spawn(lease.keep(
+            store,
+            move || {
+                let (pairs, users) = (pairs.clone(), users.clone());
+                async move {
+                    for shard in pairs.all() {
+                        let _ = shard.send(ResetCache).await;
+                    }
+                    for shard in users.all() {
+                        let _ = shard.send(ResetCache).await;
+                    }
+                }
+            },
+            Some(first_tx),
+        ));
+        let _ = tokio::time::timeout(self.config.persist_timeout() * 2, first_rx).await;
+    }
+
+    /// Gives up the lease at shutdown (Redis mode), after the shards have written what they owed.
+    pub async fn release_lease(&self) {
+        if let (Some(lease), Some(store)) = (&self.lease, &self.probe) {
+            lease.release(store).await;
+        }
+    }
+
+    /// Whether persistence answers and this node holds the lease (always true in memory mode).
     pub async fn persistence_ready(&self) -> Result<(), StoreError> {
-        match &self.probe {
-            Some(store) => store.ping().await,
-            None => Ok(()),
+        match (&self.probe, &self.lease) {
+            (Some(store), Some(lease)) => {
+                store.ping().await?;
+                if lease.held() {
+                    Ok(())
+                } else {
+                    Err(StoreError::Fenced)
+                }
+            }
+            _ => Ok(()),
         }
     }
 

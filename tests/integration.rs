@@ -4,6 +4,7 @@ mod bad_input;
 mod common;
 mod demo;
 mod durability;
+mod failover;
 mod ops;
 mod queue;
 mod streams;

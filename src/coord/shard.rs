@@ -24,7 +24,7 @@ use crate::metrics::METRICS;
 use crate::persist::batch::{self, GroupCommit, Schedule};
 use crate::persist::records::{OutboxEntry, PairRecord};
 use crate::persist::store::text;
-use crate::persist::{keys, RedisStore, StoreError};
+use crate::persist::{keys, Durability, StoreError};
 use crate::protocol::{unix_ms, EventKind, MatchId, RoomId, SkipResponse, SwipeResponse, SwipeStatus};
 use crate::queue::messages::{CreateRoom, MemberGone, Skip};
 use crate::queue::room::RoomState;
@@ -128,7 +128,7 @@ enum Expect {
 
 /// Redis-mode state of the shard.
 struct Durable {
-    store: RedisStore,
+    durability: Durability,
     /// Effects owed to users, per pair (mirrors the stored outboxes).
     outbox: HashMap<PairKey, Vec<Owed>>,
     next: Batch,
@@ -168,6 +168,11 @@ pub struct PairShard {
 #[rtype(result = "()")]
 struct Flush;
 
+/// This node starts a new lease tenure: whatever is cached may be older than what is stored.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ResetCache;
+
 /// A user shard has these effects of `pair` in the named users' logs (durably, with Redis).
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
@@ -183,7 +188,7 @@ impl PairShard {
         shards: usize,
         users: UserRouter,
         limits: Limits,
-        store: Option<(RedisStore, usize)>,
+        durability: Option<Durability>,
         webhooks: WebhookSender,
     ) -> Self {
         PairShard {
@@ -197,11 +202,11 @@ impl PairShard {
             room_pairs: HashMap::new(),
             incarnation: rand::random(),
             webhooks,
-            durable: store.map(|(store, max_batch)| Durable {
-                store,
+            durable: durability.map(|durability| Durable {
                 outbox: HashMap::new(),
                 next: Batch::default(),
-                commit: GroupCommit::new(max_batch),
+                commit: GroupCommit::new(durability.max_batch),
+                durability,
                 loading: HashMap::new(),
                 looking_up: HashMap::new(),
                 recovery_scheduled: false,
@@ -503,9 +508,9 @@ impl PairShard {
             pipe.cmd("GET").arg(key);
             expect.push(Expect::Owner(lookup.clone()));
         }
-        let store = d.store.clone();
+        let durability = d.durability.clone();
         let commands = expect.len();
-        batch::send(store, pipe, commands)
+        batch::send(durability, pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| act.committed(batch, expect, res, ctx))
             .spawn(ctx);
@@ -623,17 +628,28 @@ impl PairShard {
     fn batch_failed(&mut self, batch: Batch, e: StoreError, ctx: &mut Context<Self>) {
         tracing::warn!(shard = self.index, error = %e, request_ids = ?batch.request_ids, "batch failed; its actions answer 503");
         let err = ApiError::from(e);
-        let Some(d) = self.durable.as_mut() else { return };
-        d.commit.finished();
-        let next = std::mem::take(&mut d.next);
-        for w in batch.waiters.into_iter().chain(next.waiters) {
+        if let Some(d) = self.durable.as_mut() {
+            d.commit.finished();
+        }
+        for w in batch.waiters {
             w.fail(&err);
         }
+        self.drop_cache(&err, ctx);
+    }
+
+    /// Forgets everything cached (failing what was decided on it), so the next touch reloads the
+    /// truth from Redis. After a failed batch, and when this node starts a new lease tenure.
+    fn drop_cache(&mut self, err: &ApiError, ctx: &mut Context<Self>) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let next = std::mem::take(&mut d.next);
+        for w in next.waiters {
+            w.fail(err);
+        }
         for (_, cmds) in d.loading.drain() {
-            cmds.into_iter().for_each(|c| c.fail(&err));
+            cmds.into_iter().for_each(|c| c.fail(err));
         }
         for (_, cmds) in d.looking_up.drain() {
-            cmds.into_iter().for_each(|c| c.fail(&err));
+            cmds.into_iter().for_each(|c| c.fail(err));
         }
         d.outbox.clear();
         self.pairs.clear();
@@ -686,7 +702,7 @@ impl PairShard {
             pipe.cmd("SMEMBERS").arg(keys::outbox(*slot));
             pipe.cmd("SMEMBERS").arg(keys::open_rooms(*slot));
         }
-        let store = d.store.clone();
+        let store = d.durability.store.clone();
         let n = slots.len() * 2;
         async move { store.run(pipe, n).await }
             .into_actor(self)
@@ -725,6 +741,14 @@ impl Actor for PairShard {
             ctx.run_interval(OUTBOX_RETRY, |act, _| act.retry_outbox());
             self.recover_outboxes(ctx);
         }
+    }
+}
+
+impl Handler<ResetCache> for PairShard {
+    type Result = ();
+
+    fn handle(&mut self, _: ResetCache, ctx: &mut Context<Self>) {
+        self.drop_cache(&ApiError::Unavailable("this node is taking over its data; retry".into()), ctx);
     }
 }
 

@@ -63,16 +63,20 @@ impl GroupCommit {
     }
 }
 
-/// Runs a batch's pipeline; an empty one (only waiters) needs no round trip.
+/// Runs a batch's commands under the lease; an empty batch (only waiters, who read what earlier
+/// batches stored) needs no round trip, but still needs the lease.
 pub async fn send(
-    store: super::RedisStore,
+    durability: super::Durability,
     pipe: redis::Pipeline,
     commands: usize,
 ) -> Result<Vec<redis::Value>, super::StoreError> {
+    let Some(token) = durability.lease.current() else {
+        return Err(super::StoreError::Fenced);
+    };
     if commands == 0 {
         Ok(Vec::new())
     } else {
-        store.run(pipe, commands).await
+        durability.store.run_fenced(&token, pipe, commands).await
     }
 }
 

@@ -10,15 +10,30 @@
 
 pub mod batch;
 pub mod keys;
+pub mod lease;
 pub mod records;
 pub mod store;
 
-pub use store::{RedisStore, StoreError};
+pub use lease::Lease;
+pub use store::{LeaseToken, RedisStore, StoreError};
+
+/// What a shard needs to persist: its connection, its batch bound, and the lease it writes under.
+#[derive(Clone)]
+pub struct Durability {
+    pub store: RedisStore,
+    pub max_batch: usize,
+    pub lease: Lease,
+}
 
 use crate::error::ApiError;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if matches!(e, StoreError::Fenced) {
+            return ApiError::Unavailable(
+                "this node is not the active owner of its data; retry on the active node".into(),
+            );
+        }
         tracing::warn!(error = %e, "persistence failed");
         ApiError::Unavailable("persistence is not reachable; nothing was changed, retry later".into())
     }

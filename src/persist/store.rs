@@ -7,6 +7,33 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::metrics::METRICS;
 
+/// Who may write: the lease key and this node's token in it.
+#[derive(Debug, Clone)]
+pub struct LeaseToken {
+    pub key: String,
+    pub token: String,
+}
+
+/// A batch as one script: checks the lease, then runs each command (`ARGV`: token, command
+/// count, then per command its argument count and arguments). Atomic like MULTI/EXEC, and fenced.
+static FENCED_BATCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this node does not hold the lease')
+end
+local out = {}
+local i = 3
+for c = 1, tonumber(ARGV[2]) do
+  local argc = tonumber(ARGV[i])
+  out[c] = redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + argc + 1
+end
+return out
+",
+    )
+});
+
 /// Pause before resending a pipeline whose connection dropped (lets the manager reconnect).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 
@@ -17,6 +44,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("redis call timed out")]
     Timeout,
+    #[error("this node no longer holds the ownership lease; it may not write")]
+    Fenced,
     #[error("stored record {key} is unreadable: {message}")]
     Corrupt { key: String, message: String },
 }
@@ -43,21 +72,25 @@ impl RedisStore {
         Ok(RedisStore { conn, timeout })
     }
 
-    /// Runs `pipe` (atomic if built with `.atomic()`), returning one value per command.
+    /// Runs `call` on the connection, bounded by the timeout.
     ///
-    /// A pipeline that failed because the connection had dropped (Redis restarted) is sent again
-    /// on the fresh connection until the timeout. That is safe for what the shards write: full-record SETs,
-    /// SADD/SREM/HSET/HDEL are idempotent, and an XADD with an explicit id that already landed
+    /// A call that failed because the connection had dropped (Redis restarted) is sent again on
+    /// the fresh connection until the timeout. That is safe for what the shards write: full-record
+    /// SETs, SADD/SREM/HSET/HDEL are idempotent, and an XADD with an explicit id that already landed
     /// is refused by Redis, which fails the batch and makes the shard reload.
-    pub async fn run(&self, pipe: redis::Pipeline, commands: usize) -> Result<Vec<redis::Value>, StoreError> {
+    async fn call<T, F, Fut>(&self, commands: usize, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let started = tokio::time::Instant::now();
         let deadline = started + self.timeout;
         let result = loop {
-            let mut conn = self.conn.clone();
             METRICS.persist_round_trips.inc();
             METRICS.persist_commands.inc_by(commands as u64);
-            match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
+            match tokio::time::timeout_at(deadline, call(self.conn.clone())).await {
                 Ok(Ok(values)) => break Ok(values),
+                Ok(Err(e)) if e.code() == Some("FENCED") => break Err(StoreError::Fenced),
                 Ok(Err(e))
                     if (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
                         && tokio::time::Instant::now() + RECONNECT_PAUSE < deadline =>
@@ -74,6 +107,43 @@ impl RedisStore {
             METRICS.persist_errors.inc();
         }
         result
+    }
+
+    /// Runs `pipe` as sent, returning one value per command.
+    pub async fn run(&self, pipe: redis::Pipeline, commands: usize) -> Result<Vec<redis::Value>, StoreError> {
+        let pipe = &pipe;
+        self.call(commands, |mut conn| async move { pipe.query_async::<Vec<redis::Value>>(&mut conn).await }).await
+    }
+
+    /// Runs the commands of `pipe` atomically, and only if `lease` still names this node as the
+    /// owner (fencing: a node that lost its lease, say after a pause, cannot write).
+    pub async fn run_fenced(
+        &self,
+        lease: &LeaseToken,
+        pipe: redis::Pipeline,
+        commands: usize,
+    ) -> Result<Vec<redis::Value>, StoreError> {
+        let mut argv: Vec<Vec<u8>> = vec![lease.token.as_bytes().to_vec(), commands.to_string().into_bytes()];
+        for cmd in pipe.cmd_iter() {
+            let args: Vec<&[u8]> = cmd
+                .args_iter()
+                .filter_map(|a| match a {
+                    redis::Arg::Simple(bytes) => Some(bytes),
+                    _ => None,
+                })
+                .collect();
+            argv.push(args.len().to_string().into_bytes());
+            argv.extend(args.into_iter().map(<[u8]>::to_vec));
+        }
+        let (argv, key) = (&argv, &lease.key);
+        self.call(commands, |mut conn| async move {
+            let mut invocation = FENCED_BATCH.key(key);
+            for a in argv {
+                invocation.arg(a.as_slice());
+            }
+            invocation.invoke_async::<Vec<redis::Value>>(&mut conn).await
+        })
+        .await
     }
 
     /// Round trip to Redis (readiness).

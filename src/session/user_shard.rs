@@ -22,14 +22,14 @@ use super::messages::{
     CloseAll, CloseReason, Deliver, EffectRef, IndexChange, ListMatches, Publish, SessionHandle, Subscribe, Unsubscribe,
 };
 use crate::config::Limits;
-use crate::coord::shard::EffectsPersisted;
+use crate::coord::shard::{EffectsPersisted, ResetCache};
 use crate::coord::slot::PairKey;
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::persist::batch::{self, GroupCommit, Schedule};
 use crate::persist::store::text;
-use crate::persist::{keys, RedisStore, StoreError};
+use crate::persist::{keys, Durability, StoreError};
 use crate::protocol::event::Hello;
 use crate::protocol::{Event, EventKind, Match, UserId};
 use crate::queue::placement::Place;
@@ -91,7 +91,7 @@ impl UserBatch {
 }
 
 struct UserDurable {
-    store: RedisStore,
+    durability: Durability,
     next: UserBatch,
     /// One batch in flight; when to send the next.
     commit: GroupCommit,
@@ -114,22 +114,17 @@ pub struct UserShard {
 }
 
 impl UserShard {
-    pub fn new(
-        limits: Limits,
-        node_id: Arc<str>,
-        presence_grace: Duration,
-        store: Option<(RedisStore, usize)>,
-    ) -> Self {
+    pub fn new(limits: Limits, node_id: Arc<str>, presence_grace: Duration, durability: Option<Durability>) -> Self {
         UserShard {
             users: HashMap::new(),
             limits,
             node_id,
             links: None,
             presence_grace,
-            durable: store.map(|(store, max_batch)| UserDurable {
-                store,
+            durable: durability.map(|durability| UserDurable {
                 next: UserBatch::default(),
-                commit: GroupCommit::new(max_batch),
+                commit: GroupCommit::new(durability.max_batch),
+                durability,
                 loading: HashMap::new(),
             }),
         }
@@ -376,8 +371,8 @@ impl UserShard {
             pipe.cmd("HGETALL").arg(keys::matches(user));
             commands += 2;
         }
-        let store = d.store.clone();
-        batch::send(store, pipe, commands)
+        let durability = d.durability.clone();
+        batch::send(durability, pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| match res {
                 Ok(values) if values.len() == commands => act.committed(batch, &values[first_load..], ctx),
@@ -450,12 +445,19 @@ impl UserShard {
     /// from what is stored. Pairs re-publish what they still owe; room and queue events are
     /// published again here after a pause (I5: a room's close is never lost to an outage).
     fn batch_failed(&mut self, batch: UserBatch, e: StoreError, ctx: &mut Context<Self>) {
-        let err = ApiError::from(e);
+        if let Some(d) = self.durable.as_mut() {
+            d.commit.finished();
+        }
+        self.drop_cache(ApiError::from(e), batch.retryable, ctx);
+    }
+
+    /// Forgets every user's log and matches so they are reloaded from what is stored (keeping
+    /// connections and places). Room and queue events not yet stored are published again.
+    fn drop_cache(&mut self, err: ApiError, mut retry: Vec<Publish>, ctx: &mut Context<Self>) {
         let cap = self.limits.event_log_capacity;
         let Some(d) = self.durable.as_mut() else { return };
-        d.commit.finished();
         let next = std::mem::take(&mut d.next);
-        let mut retry: Vec<Publish> = batch.retryable.into_iter().chain(next.retryable).collect();
+        retry.extend(next.retryable);
         for (_, waiting) in d.loading.drain() {
             for msg in waiting {
                 match msg {
@@ -512,6 +514,14 @@ impl Handler<Wire> for UserShard {
 
     fn handle(&mut self, msg: Wire, _: &mut Context<Self>) {
         self.links = Some(msg.0);
+    }
+}
+
+impl Handler<ResetCache> for UserShard {
+    type Result = ();
+
+    fn handle(&mut self, _: ResetCache, ctx: &mut Context<Self>) {
+        self.drop_cache(ApiError::Unavailable("this node is taking over its data; retry".into()), Vec::new(), ctx);
     }
 }
 

@@ -12,15 +12,57 @@ pub struct MatchdProcess {
     pub port: u16,
     args: Vec<String>,
     child: Option<Child>,
+    /// Holds the config file of `with_redis` alive.
+    _dir: Option<tempfile::TempDir>,
 }
+
+/// Lease TTL for test nodes: a killed node's successor takes over after about this long.
+pub const TEST_LEASE_MS: u64 = 1_000;
 
 impl MatchdProcess {
     /// Starts `matchd --listen 127.0.0.1:<free port> <args>` and waits for `/healthz`.
     pub fn start(args: &[&str]) -> MatchdProcess {
-        let mut p =
-            MatchdProcess { port: free_port(), args: args.iter().map(|s| s.to_string()).collect(), child: None };
+        let mut p = MatchdProcess {
+            port: free_port(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _dir: None,
+        };
         p.spawn();
         p
+    }
+
+    /// A node on `redis` (one worker, two shards, a short lease), started and ready (active).
+    pub fn with_redis(redis: &super::redis::RedisServer) -> MatchdProcess {
+        let p = Self::standby_with_redis(redis);
+        p.wait_ready(Duration::from_secs(10));
+        p
+    }
+
+    /// Like `with_redis`, but only waits for it to be up (it may be a standby).
+    pub fn standby_with_redis(redis: &super::redis::RedisServer) -> MatchdProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("matchd.toml");
+        std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n")).unwrap();
+        let url = redis.url();
+        let args = ["--redis", &url, "--workers", "1", "--shards", "2", "--config", config.to_str().unwrap()];
+        let mut p = MatchdProcess {
+            port: free_port(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _dir: Some(dir),
+        };
+        p.spawn();
+        p
+    }
+
+    /// Waits until `/readyz` answers 200 (Redis reachable and this node active).
+    pub fn wait_ready(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.status("/readyz") != Some(200) {
+            assert!(std::time::Instant::now() < deadline, "matchd on port {} did not become ready", self.port);
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     fn spawn(&mut self) {
@@ -74,10 +116,12 @@ impl MatchdProcess {
         }
     }
 
-    /// Starts the same command again (same port).
+    /// Starts the same command again (same port) and waits until it is ready: with Redis, a
+    /// node killed without releasing its lease is replaced once that lease has run out.
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+        self.wait_ready(Duration::from_secs(10));
     }
 
     /// Sends `signal` (e.g. "TERM", "STOP", "CONT") with kill(1).

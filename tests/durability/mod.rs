@@ -46,7 +46,7 @@ async fn acknowledged_swipes_and_owed_events_survive_kill_9() {
     let _trace = crate::common::trace_init();
     const PAIRS: usize = 400;
     let redis = RedisServer::start();
-    let mut node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let mut node = MatchdProcess::with_redis(&redis);
     let api = Api::new(&node.base_url(), &node.ws_url());
     let mut tokens = HashMap::new();
     for i in 0..PAIRS {
@@ -171,7 +171,7 @@ async fn acknowledged_swipes_and_owed_events_survive_kill_9() {
 async fn redis_outage_answers_503_then_recovers_without_restart() {
     let _trace = crate::common::trace_init();
     let mut redis = RedisServer::start();
-    let node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let node = MatchdProcess::with_redis(&redis);
     let api = Api::new(&node.base_url(), &node.ws_url());
     let m = api.mutual_match("o1", "o2").await;
     let (t3, t4) = (api.token("o3").await, api.token("o4").await);
@@ -237,7 +237,7 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_swipe() {
     let _trace = crate::common::trace_init();
     const PAIRS: usize = 200;
     let redis = RedisServer::start();
-    let mut node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let mut node = MatchdProcess::with_redis(&redis);
     let api = Api::new(&node.base_url(), &node.ws_url());
     let mut tokens = HashMap::new();
     for i in 0..PAIRS {

@@ -148,7 +148,7 @@ async fn simultaneous_spins_with_redis_pair_everyone_once() {
 async fn rooms_left_open_by_a_crash_are_closed_for_both_members_on_restart() {
     let _trace = common::trace_init();
     let redis = RedisServer::start();
-    let mut node = MatchdProcess::start(&["--redis", &redis.url(), "--workers", "1", "--shards", "2"]);
+    let mut node = MatchdProcess::with_redis(&redis);
     let api = Api::new(&node.base_url(), &node.ws_url());
     let users = connected_users(&api, "crash", 4).await;
     let open = pair(&api, &users[0], &users[1], "default").await;
