@@ -20,18 +20,6 @@ pub struct MatchdProcess {
 pub const TEST_LEASE_MS: u64 = 1_000;
 
 impl MatchdProcess {
-    /// Starts `matchd --listen 127.0.0.1:<free port> <args>` and waits for `/healthz`.
-    pub fn start(args: &[&str]) -> MatchdProcess {
-        let mut p = MatchdProcess {
-            port: free_port(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            _dir: None,
-        };
-        p.spawn();
-        p
-    }
-
     /// A node on `redis` (one worker, two shards, a short lease), started and ready (active).
     pub fn with_redis(redis: &super::redis::RedisServer) -> MatchdProcess {
         let p = Self::standby_with_redis(redis);
@@ -46,6 +34,7 @@ impl MatchdProcess {
         std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n")).unwrap();
         let url = redis.url();
         let args = ["--redis", &url, "--workers", "1", "--shards", "2", "--config", config.to_str().unwrap()];
+        // Starts `matchd --listen 127.0.0.1:<free port> <args>` and waits for `/healthz`.
         let mut p = MatchdProcess {
             port: free_port(),
             args: args.iter().map(|s| s.to_string()).collect(),
