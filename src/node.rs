@@ -16,7 +16,7 @@ use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::limiter::RateLimiter;
 use crate::metrics::METRICS;
-use crate::persist::{Durability, Lease, RedisStore, StoreError};
+use crate::persist::{Durability, DurabilityFactory, Lease, RedisStore, StoreError};
 use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolName, PoolStatus, RoomId, SkipResponse};
 use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId};
 use crate::queue::messages::{GetStatus, Join, Leave, Skip};
@@ -96,7 +96,7 @@ impl Node {
         let store_for = {
             let (url, timeout, max) = (redis_url.clone(), config.persist_timeout(), config.limits.persist_batch_max);
             let lease = lease.clone();
-            move || -> Option<Durability> {
+            let factory: DurabilityFactory = Arc::new(move || -> Option<Durability> {
                 let (url, lease) = (url.as_deref()?, lease.clone()?);
                 match RedisStore::connect_lazy(url, timeout) {
                     Ok(store) => Some(Durability { store, max_batch: max, lease }),
@@ -106,7 +106,8 @@ impl Node {
                         None
                     }
                 }
-            }
+            });
+            factory
         };
         let probe = match &redis_url {
             Some(url) => Some(RedisStore::connect_lazy(url, config.persist_timeout())?),
@@ -141,12 +142,11 @@ impl Node {
                 .collect(),
         );
         let pools = PoolRouter::new(
-            config.pools.clone(),
-            config.allow_dynamic_pools,
-            config.limits.max_pools,
+            &config,
             arbiters.iter().map(|a| a.handle()).collect(),
             pairs.clone(),
-            config.timeouts.pool_rescan_ms,
+            users.clone(),
+            store_for.clone(),
         );
         arbiters.extend(webhook_thread);
         for shard in users.all() {

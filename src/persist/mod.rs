@@ -17,6 +17,10 @@ pub mod store;
 pub use lease::Lease;
 pub use store::{LeaseToken, RedisStore, StoreError};
 
+/// Makes a `Durability` on the calling thread (each actor gets its own connection); `None` in
+/// memory mode.
+pub type DurabilityFactory = std::sync::Arc<dyn Fn() -> Option<Durability> + Send + Sync>;
+
 /// What a shard needs to persist: its connection, its batch bound, and the lease it writes under.
 #[derive(Clone)]
 pub struct Durability {

@@ -109,6 +109,23 @@ impl Matcher {
         }
     }
 
+    /// Puts a stored waiter back in line (after a restart), behind those already restored, without
+    /// pairing; the caller runs `rescan` once all are back.
+    pub fn restore(&mut self, c: Candidate) {
+        if self.is_waiting(&c.user) {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.seq_of.insert(c.user.clone(), seq);
+        self.waiting.insert(seq, c);
+    }
+
+    /// The waiting entry of `user`.
+    pub fn get(&self, user: &UserId) -> Option<&Candidate> {
+        self.waiting.get(self.seq_of.get(user)?)
+    }
+
     /// Removes `user` from the line; false when not waiting.
     pub fn leave(&mut self, user: &UserId) -> bool {
         match self.seq_of.remove(user) {
@@ -120,7 +137,7 @@ impl Matcher {
         }
     }
 
-    /// Pairs waiting users that have become compatible with time. Oldest first.
+    /// Pairs waiting users that have become compatible (with time, or after a restore). Oldest first.
     pub fn rescan(&mut self, now_ms: u64) -> Vec<(Candidate, Candidate)> {
         self.recent.retain(|_, until| *until > now_ms);
         let mut pairs = Vec::new();

@@ -29,7 +29,7 @@ pub enum DequeueOutcome {
 
 /// Take `user` out of line, unless already paired.
 #[derive(Debug, Message)]
-#[rtype(result = "DequeueOutcome")]
+#[rtype(result = "Result<DequeueOutcome, ApiError>")]
 pub struct Dequeue {
     pub user: UserId,
 }

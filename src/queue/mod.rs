@@ -5,6 +5,7 @@
 //! - `placement`: the user shard's handlers for where a user is (I4).
 //! - `room`: the pair shard's handlers for the room a pair shares (skip, leave, close; I5).
 
+pub mod line_store;
 pub mod matcher;
 pub mod messages;
 pub mod placement;

@@ -121,7 +121,7 @@ impl UserShard {
                 addr.send(Dequeue { user: user.clone() })
                     .into_actor(self)
                     .map(move |res, act, _| {
-                        if matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)) {
+                        if matches!(res, Ok(Ok(DequeueOutcome::Removed)) | Ok(Ok(DequeueOutcome::NotWaiting))) {
                             act.release_if_queued(&user, &ticket.pool);
                         }
                     })
@@ -174,7 +174,7 @@ impl Handler<Leave> for UserShard {
         };
         let user = msg.user;
         Box::pin(addr.send(Dequeue { user: user.clone() }).into_actor(self).map(move |res, act, _| {
-            match res.map_err(ApiError::from)? {
+            match res.map_err(ApiError::from)?? {
                 DequeueOutcome::Removed => {
                     act.release_if_queued(&user, &ticket.pool);
                     Ok(LeaveResponse::Left { pool: ticket.pool })
@@ -186,5 +186,26 @@ impl Handler<Leave> for UserShard {
                 DequeueOutcome::Paired(room_id) => Ok(LeaveResponse::InRoom { room_id }),
             }
         }))
+    }
+}
+
+/// A pool reloaded its stored line (new lease tenure): `user` is waiting there.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct RestorePlace {
+    pub user: UserId,
+    pub ticket: JoinRequest,
+}
+
+impl Handler<RestorePlace> for UserShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestorePlace, ctx: &mut Context<Self>) {
+        let entry = self.entry(&msg.user);
+        if entry.place == Place::Idle {
+            entry.place = Place::Queued { ticket: msg.ticket };
+            // Nobody may be connected after a restart: the usual grace applies from now.
+            self.check_presence_later(&msg.user, ctx);
+        }
     }
 }

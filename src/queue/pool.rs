@@ -11,14 +11,26 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 
+use actix::{ActorFutureExt, ContextFutureSpawner, WrapFuture};
+
+use super::line_store::{line_key, pools_key, LineStore, StoredWaiter};
 use super::matcher::{Candidate, JoinOutcome, Matcher};
 use super::messages::{CreateRoom, Dequeue, DequeueOutcome, Enqueue, GetStatus};
+use super::placement::RestorePlace;
 use super::rules::PoolRules;
+use crate::coord::shard::ResetCache;
 use crate::coord::slot::pair_slot;
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::persist::batch::{self, Schedule};
+use crate::persist::store::text;
+use crate::persist::Durability;
 use crate::protocol::{unix_ms, JoinRequest, JoinResponse, PoolName, PoolStatus, Room, RoomId, UserId};
+use crate::session::UserRouter;
+
+/// Pause before writing the line again after a failed batch.
+const LINE_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a pairing is remembered for answering joins and leaves that raced with it.
 const RECENT_PAIRING_MS: u64 = 30_000;
@@ -31,18 +43,191 @@ pub struct PoolCoordinator {
     /// Users paired recently: their room and until when it is remembered.
     recently_paired: HashMap<UserId, (Room, u64)>,
     pairs: ShardRouter,
+    /// To give restored waiters their place back.
+    users: UserRouter,
     rescan_ms: u64,
+    /// With Redis: the stored line.
+    store: Option<LineStore>,
 }
 
 impl PoolCoordinator {
-    pub fn new(name: PoolName, rules: PoolRules, pairs: ShardRouter, rescan_ms: u64) -> Self {
+    pub fn new(
+        name: PoolName,
+        rules: PoolRules,
+        pairs: ShardRouter,
+        users: UserRouter,
+        rescan_ms: u64,
+        durability: Option<Durability>,
+    ) -> Self {
         PoolCoordinator {
             name,
             matcher: Matcher::new(rules),
             tickets: HashMap::new(),
             recently_paired: HashMap::new(),
             pairs,
+            users,
             rescan_ms,
+            store: durability.map(LineStore::new),
+        }
+    }
+
+    /// Marks `user`'s stored entry for writing (added) or deleting (gone from the line).
+    fn touch(&mut self, user: &UserId, added: bool) {
+        if let Some(st) = self.store.as_mut() {
+            st.dirty.insert(user.clone());
+            if added {
+                st.fresh.insert(user.clone());
+            } else {
+                st.fresh.remove(user);
+            }
+        }
+    }
+
+    /// Answers now (memory), or once the line's next batch is stored (Redis).
+    fn answer<T: 'static>(&mut self, result: T, ctx: &mut Context<Self>) -> ResponseFuture<Result<T, ApiError>> {
+        let Some(st) = self.store.as_mut() else { return Box::pin(std::future::ready(Ok(result))) };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        st.waiters.push(Box::new(move |failed| {
+            let _ = tx.send(match failed {
+                Some(e) => Err(e),
+                None => Ok(result),
+            });
+        }));
+        self.schedule_flush(ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(st) = self.store.as_mut() else { return };
+        match st.commit.schedule(st.ops()) {
+            Schedule::Wait => {}
+            Schedule::FlushNow => self.flush(ctx),
+            Schedule::Notify => ctx.notify(FlushLine),
+        }
+    }
+
+    /// Writes the dirty entries (present: HSET, gone: HDEL) in one fenced batch.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(st) = self.store.as_mut() else { return };
+        if !st.commit.begin(st.ops()) {
+            return;
+        }
+        let dirty: Vec<UserId> = st.dirty.drain().collect();
+        let fresh: Vec<UserId> = st.fresh.drain().collect();
+        let waiters = std::mem::take(&mut st.waiters);
+        let key = line_key(&self.name);
+        let mut pipe = redis::pipe();
+        let mut commands = 0;
+        for user in &dirty {
+            match (self.matcher.get(user), self.tickets.get(user)) {
+                (Some(c), Some(ticket)) => {
+                    let stored = StoredWaiter { ticket: ticket.clone(), joined_ms: c.joined_ms };
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg(user.as_str())
+                        .arg(serde_json::to_string(&stored).unwrap_or_default());
+                }
+                _ => {
+                    pipe.cmd("HDEL").arg(&key).arg(user.as_str());
+                }
+            }
+            commands += 1;
+        }
+        if commands > 0 {
+            pipe.cmd("SADD").arg(pools_key()).arg(self.name.as_str());
+            commands += 1;
+        }
+        let durability = st.durability.clone();
+        batch::send(durability, pipe, commands)
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                let Some(st) = act.store.as_mut() else { return };
+                st.commit.finished();
+                match res {
+                    Ok(_) => waiters.into_iter().for_each(|w| w(None)),
+                    Err(e) => {
+                        tracing::warn!(pool = %act.name, error = %e, "storing the line failed; joins in it are taken back");
+                        let err = ApiError::from(e);
+                        waiters.into_iter().for_each(|w| w(Some(err.clone())));
+                        // Joins that were not stored did not happen; the rest is written again.
+                        for user in &fresh {
+                            if act.matcher.leave(user) {
+                                act.tickets.remove(user);
+                            }
+                        }
+                        if let Some(st) = act.store.as_mut() {
+                            st.dirty.extend(dirty.into_iter().filter(|u| !fresh.contains(u)));
+                        }
+                        act.report_length();
+                        ctx.run_later(LINE_RETRY, |act, ctx| act.schedule_flush(ctx));
+                        return;
+                    }
+                }
+                act.schedule_flush(ctx);
+            })
+            .spawn(ctx);
+    }
+
+    /// Replaces the line with the stored one (new lease tenure), gives each waiter their place
+    /// back, and pairs whoever is compatible.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let Some(st) = self.store.as_ref() else { return };
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(line_key(&self.name));
+        let store = st.durability.store.clone();
+        async move { store.run(pipe, 1).await }
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                let fields = match res {
+                    Ok(values) => match values.into_iter().next() {
+                        Some(redis::Value::Array(fields)) => fields,
+                        _ => Vec::new(),
+                    },
+                    Err(e) => {
+                        tracing::warn!(pool = %act.name, error = %e, "could not load the stored line; retrying");
+                        ctx.run_later(LINE_RETRY, |act, ctx| act.reload(ctx));
+                        return;
+                    }
+                };
+                let mut waiters: Vec<(UserId, StoredWaiter)> = fields
+                    .chunks(2)
+                    .filter_map(|kv| {
+                        let user = UserId::parse(&text(kv.first()?)?).ok()?;
+                        let stored: StoredWaiter = serde_json::from_str(&text(kv.get(1)?)?).ok()?;
+                        Some((user, stored))
+                    })
+                    .collect();
+                waiters.sort_by_key(|(_, w)| w.joined_ms);
+                act.matcher = Matcher::new(act.matcher.rules().clone());
+                act.tickets.clear();
+                for (user, stored) in waiters {
+                    let c = Self::candidate(&user, &stored.ticket, stored.joined_ms);
+                    act.matcher.restore(c);
+                    act.users
+                        .for_user(&user)
+                        .do_send(RestorePlace { user: user.clone(), ticket: stored.ticket.clone() });
+                    act.tickets.insert(user, stored.ticket);
+                }
+                if act.matcher.waiting() > 0 {
+                    tracing::info!(pool = %act.name, waiting = act.matcher.waiting(), "line restored");
+                }
+                act.pair_restored(unix_ms());
+                act.report_length();
+            })
+            .wait(ctx);
+    }
+
+    /// Pairs restored waiters that are compatible now.
+    fn pair_restored(&mut self, now_ms: u64) {
+        for (a, b) in self.matcher.rescan(now_ms) {
+            self.touch(&a.user, false);
+            self.touch(&b.user, false);
+            let (room, created) = self.open_room(a, b, now_ms);
+            actix::spawn(async move {
+                if let Ok(Err(e)) | Err(e) = created.await.map_err(ApiError::from) {
+                    tracing::warn!(room_id = %room.room_id, error = %e, "room could not be created");
+                }
+            });
         }
     }
 
@@ -95,18 +280,12 @@ impl PoolCoordinator {
         METRICS.queue_length.with_label_values(&[self.name.as_str()]).set(self.matcher.waiting() as i64);
     }
 
-    fn tick(&mut self, now_ms: u64) {
+    fn tick(&mut self, now_ms: u64, ctx: &mut Context<Self>) {
         self.recently_paired.retain(|_, (_, until)| *until > now_ms);
         if self.matcher.waiting() >= 2 && self.matcher.rules().time_dependent() {
-            for (a, b) in self.matcher.rescan(now_ms) {
-                let (room, created) = self.open_room(a, b, now_ms);
-                // Nobody waits for this answer; the members hear of the room from its owner.
-                actix::spawn(async move {
-                    if let Ok(Err(e)) | Err(e) = created.await.map_err(ApiError::from) {
-                        tracing::warn!(room_id = %room.room_id, error = %e, "room could not be created");
-                    }
-                });
-            }
+            // Nobody waits for these rooms; the members hear of them from their owner.
+            self.pair_restored(now_ms);
+            self.schedule_flush(ctx);
         }
     }
 }
@@ -119,15 +298,43 @@ impl Actor for PoolCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(Duration::from_millis(self.rescan_ms), |act, _| act.tick(unix_ms()));
+        ctx.run_interval(Duration::from_millis(self.rescan_ms), |act, ctx| act.tick(unix_ms(), ctx));
+        // Nothing is answered before the stored line is back.
+        self.reload(ctx);
+    }
+}
+
+/// Sends the line's pending batch (queued behind the mailbox, like the shards' `Flush`).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct FlushLine;
+
+impl Handler<FlushLine> for PoolCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushLine, ctx: &mut Context<Self>) {
+        if let Some(st) = self.store.as_mut() {
+            st.commit.notified();
+        }
+        self.flush(ctx);
+    }
+}
+
+impl Handler<ResetCache> for PoolCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, _: ResetCache, ctx: &mut Context<Self>) {
+        self.reload(ctx);
     }
 }
 
 impl Handler<Enqueue> for PoolCoordinator {
     type Result = ResponseFuture<Result<JoinResponse, ApiError>>;
 
-    fn handle(&mut self, msg: Enqueue, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) -> Self::Result {
         match self.enqueue(msg) {
+            // Queued: answered once the entry is stored.
+            Ok(Joined::Now(res @ JoinResponse::Queued { .. })) => self.answer(res, ctx),
             Ok(Joined::Now(res)) => Box::pin(std::future::ready(Ok(res))),
             // Paired: answer once the room is stored, so the joiner never hears of a room that a
             // crash could make vanish without a `room_closed`.
@@ -160,10 +367,15 @@ impl PoolCoordinator {
         self.tickets.insert(msg.user.clone(), msg.ticket);
         let estimated_wait_ms = self.matcher.estimated_wait_ms();
         let out = match self.matcher.join(candidate, now) {
-            JoinOutcome::AlreadyWaiting { position } | JoinOutcome::Queued { position } => {
+            JoinOutcome::AlreadyWaiting { position } => {
+                Joined::Now(JoinResponse::Queued { pool: self.name.clone(), position, estimated_wait_ms })
+            }
+            JoinOutcome::Queued { position } => {
+                self.touch(&msg.user, true);
                 Joined::Now(JoinResponse::Queued { pool: self.name.clone(), position, estimated_wait_ms })
             }
             JoinOutcome::Paired { partner, joiner } => {
+                self.touch(&partner.user, false);
                 let (room, created) = self.open_room(partner, joiner, now);
                 Joined::Room(room, Box::new(created))
             }
@@ -174,20 +386,23 @@ impl PoolCoordinator {
 }
 
 impl Handler<Dequeue> for PoolCoordinator {
-    type Result = actix::MessageResult<Dequeue>;
+    type Result = ResponseFuture<Result<DequeueOutcome, ApiError>>;
 
-    fn handle(&mut self, msg: Dequeue, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Dequeue, ctx: &mut Context<Self>) -> Self::Result {
         let out = if self.matcher.leave(&msg.user) {
             self.tickets.remove(&msg.user);
+            self.touch(&msg.user, false);
             self.report_length();
-            DequeueOutcome::Removed
+            // Answered once the removal is stored (if that fails, it is retried: a leave is
+            // idempotent, and the client retries on 503).
+            return self.answer(DequeueOutcome::Removed, ctx);
         } else {
             match self.recently_paired.get(&msg.user) {
                 Some((room, until)) if *until > unix_ms() => DequeueOutcome::Paired(room.room_id.clone()),
                 _ => DequeueOutcome::NotWaiting,
             }
         };
-        actix::MessageResult(out)
+        Box::pin(std::future::ready(Ok(out)))
     }
 }
 

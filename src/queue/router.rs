@@ -13,7 +13,9 @@ use super::rules::PoolRules;
 use crate::coord::slot::{name_slot, shard_of};
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
+use crate::persist::DurabilityFactory;
 use crate::protocol::PoolName;
+use crate::session::UserRouter;
 
 #[derive(Clone)]
 pub struct PoolRouter {
@@ -27,27 +29,32 @@ struct PoolRouterInner {
     max_pools: usize,
     arbiters: Vec<ArbiterHandle>,
     pairs: ShardRouter,
+    users: UserRouter,
     rescan_ms: u64,
+    /// Makes a pool's Redis connection on the pool's own thread (none in memory mode).
+    durability: DurabilityFactory,
 }
 
 impl PoolRouter {
+    /// Pools as `config` describes them; coordinators start on `arbiters` when first used.
     pub fn new(
-        configured: HashMap<String, PoolRules>,
-        allow_dynamic: bool,
-        max_pools: usize,
+        config: &crate::config::Config,
         arbiters: Vec<ArbiterHandle>,
         pairs: ShardRouter,
-        rescan_ms: u64,
+        users: UserRouter,
+        durability: DurabilityFactory,
     ) -> Self {
         PoolRouter {
             inner: Arc::new(PoolRouterInner {
                 pools: DashMap::new(),
-                configured,
-                allow_dynamic,
-                max_pools,
+                configured: config.pools.clone(),
+                allow_dynamic: config.allow_dynamic_pools,
+                max_pools: config.limits.max_pools,
                 arbiters,
                 pairs,
-                rescan_ms,
+                users,
+                rescan_ms: config.timeouts.pool_rescan_ms,
+                durability,
             }),
         }
     }
@@ -68,9 +75,11 @@ impl PoolRouter {
         let entry = self.inner.pools.entry(pool.clone()).or_insert_with(|| {
             // Pools spread over the shard threads by name.
             let placement = shard_of(name_slot(pool.as_str()), self.inner.arbiters.len());
-            let (name, pairs, rescan_ms) = (pool.clone(), self.inner.pairs.clone(), self.inner.rescan_ms);
+            let (name, pairs, users, rescan_ms) =
+                (pool.clone(), self.inner.pairs.clone(), self.inner.users.clone(), self.inner.rescan_ms);
+            let durability = self.inner.durability.clone();
             PoolCoordinator::start_in_arbiter(&self.inner.arbiters[placement], move |_| {
-                PoolCoordinator::new(name, rules, pairs, rescan_ms)
+                PoolCoordinator::new(name, rules, pairs, users, rescan_ms, durability())
             })
         });
         Ok(entry.clone())

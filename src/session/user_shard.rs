@@ -305,6 +305,11 @@ impl UserShard {
     /// The user's last connection is gone: after the grace period, give up their place.
     fn went_offline(&mut self, user: &UserId, ctx: &mut Context<Self>) {
         METRICS.connected_users.dec();
+        self.check_presence_later(user, ctx);
+    }
+
+    /// After the grace period, gives up the place of `user` unless a connection came (back) meanwhile.
+    pub(crate) fn check_presence_later(&mut self, user: &UserId, ctx: &mut Context<Self>) {
         let entry = self.entry(user);
         entry.presence_gen += 1;
         let generation = entry.presence_gen;

@@ -180,6 +180,36 @@ async fn rooms_left_open_by_a_crash_are_closed_for_both_members_on_restart() {
 }
 
 #[actix_rt::test]
+async fn acknowledged_queue_places_survive_kill_9() {
+    let _trace = common::trace_init();
+    let redis = RedisServer::start();
+    let mut node = MatchdProcess::with_redis(&redis);
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    let users = connected_users(&api, "line", 4).await;
+    let (s, body) = join(&api, &users[0].1, json!({"pool": "kept", "rating": 1200})).await;
+    assert_eq!(s, 202, "{body}");
+    let (s, _) = join(&api, &users[1].1, json!({"pool": "other"})).await;
+    assert_eq!(s, 202);
+    assert_eq!(api.delete("/v1/queue", &users[1].1).await.ok()["status"], "left");
+    node.kill9();
+    node.restart();
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    // users[0] is back in line (its place too: a second join in another pool is refused); the
+    // user who left is not.
+    let status = api.get("/v1/queue/kept", &users[2].1).await.ok();
+    assert_eq!(status["waiting"], 1, "{status}");
+    assert_eq!(api.get("/v1/queue/other", &users[2].1).await.ok()["waiting"], 0);
+    let (s, body) = join(&api, &users[0].1, json!({"pool": "elsewhere"})).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let back = api.ws(&users[0].1).await;
+    let (s, body) = join(&api, &users[2].1, json!({"pool": "kept"})).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["room"]["users"], json!(["line0", "line2"]));
+    let assigned = back.recv_event("room_assigned", TIMEOUT).await;
+    assert_eq!(assigned["data"]["room"]["room_id"], body["room"]["room_id"]);
+}
+
+#[actix_rt::test]
 async fn an_odd_spin_leaves_exactly_one_waiting() {
     let _trace = common::trace_init();
     simultaneous_spins(7).await;
