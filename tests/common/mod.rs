@@ -54,6 +54,11 @@ impl TestServer {
         self.api.clone()
     }
 
+    /// The server's bound address (for raw-socket clients).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.running.addr
+    }
+
     /// Graceful stop; the server must still be healthy when asked to stop.
     pub async fn shutdown(self) {
         self.api.assert_healthy().await;
