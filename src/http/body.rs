@@ -6,7 +6,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use crate::error::decode_object;
+use crate::error::ApiError;
 
 /// A required JSON object body.
 pub struct JsonBody<T>(pub T);
@@ -18,8 +18,16 @@ fn extract<T: DeserializeOwned + 'static>(
     req: &HttpRequest,
     payload: &mut Payload,
 ) -> LocalBoxFuture<'static, Result<T, actix_web::Error>> {
-    let json = web::Json::<serde_json::Value>::from_request(req, payload);
-    Box::pin(async move { Ok(decode_object(json.await?.into_inner())?) })
+    // Validated as JSON (limits, content type, syntax: the JsonConfig error handler) without
+    // building a tree, then decoded straight into `T` once it is known to be an object.
+    let json = web::Json::<Box<serde_json::value::RawValue>>::from_request(req, payload);
+    Box::pin(async move {
+        let raw = json.await?.into_inner();
+        if !raw.get().starts_with('{') {
+            return Err(ApiError::BadRequest("the body must be a JSON object".into()).into());
+        }
+        Ok(serde_json::from_str::<T>(raw.get()).map_err(ApiError::from_decode)?)
+    })
 }
 
 /// True when the request declares no body at all.
