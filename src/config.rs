@@ -178,6 +178,8 @@ pub struct Timeouts {
     pub persist_timeout_ms: u64,
     /// TTL of the ownership lease (Redis mode): how long a standby waits for a dead active node.
     pub lease_ms: u64,
+    /// Redis mode: pairs and users unused this long are dropped from memory (reloaded on next use).
+    pub cache_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -192,6 +194,7 @@ impl Default for Timeouts {
             pool_rescan_ms: 250,
             persist_timeout_ms: 1_000,
             lease_ms: 3_000,
+            cache_idle_ms: 600_000,
         }
     }
 }

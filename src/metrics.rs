@@ -54,6 +54,8 @@ pub struct Metrics {
     pub persist_seconds: prometheus::Histogram,
     /// Operations per group commit.
     pub persist_batch_size: prometheus::Histogram,
+    /// Idle cache entries dropped from memory, by kind (`pair`, `user`); Redis mode.
+    pub cache_evictions: IntCounterVec,
     /// 1 while this node holds the ownership lease (Redis mode).
     pub lease_held: IntGauge,
     /// Webhook deliveries by result (`delivered`, `retried`, `gave_up`, `dropped_overload`).
@@ -126,6 +128,10 @@ impl Metrics {
                 HistogramOpts::new("matchd_persist_batch_size", "Operations per group commit")
                     .buckets(exponential_buckets(1.0, 2.0, 12).unwrap_or_default()),
             )?,
+            cache_evictions: IntCounterVec::new(
+                Opts::new("matchd_cache_evictions_total", "Idle cache entries dropped from memory"),
+                &["kind"],
+            )?,
             lease_held: IntGauge::new("matchd_lease_held", "1 while this node holds the ownership lease")?,
             webhooks: IntCounterVec::new(
                 Opts::new("matchd_webhooks_total", "Webhook deliveries by result"),
@@ -156,6 +162,7 @@ impl Metrics {
         m.registry.register(Box::new(m.invariant_violations.clone()))?;
         m.registry.register(Box::new(m.webhooks.clone()))?;
         m.registry.register(Box::new(m.lease_held.clone()))?;
+        m.registry.register(Box::new(m.cache_evictions.clone()))?;
         Ok(m)
     }
 

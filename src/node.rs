@@ -95,11 +95,12 @@ impl Node {
         let lease = redis_url.as_ref().map(|_| Lease::new(&config.node_id, config.lease_ttl()));
         let store_for = {
             let (url, timeout, max) = (redis_url.clone(), config.persist_timeout(), config.limits.persist_batch_max);
+            let idle_ms = config.timeouts.cache_idle_ms;
             let lease = lease.clone();
             let factory: DurabilityFactory = Arc::new(move || -> Option<Durability> {
                 let (url, lease) = (url.as_deref()?, lease.clone()?);
                 match RedisStore::connect_lazy(url, timeout) {
-                    Ok(store) => Some(Durability { store, max_batch: max, lease }),
+                    Ok(store) => Some(Durability { store, max_batch: max, lease, idle_ms }),
                     Err(e) => {
                         // Checked below before any shard starts, so this cannot happen.
                         tracing::error!(error = %e, "redis client could not be created");

@@ -34,6 +34,11 @@ use crate::webhook::{WebhookEvent, WebhookSender};
 
 /// How often closed rooms are swept.
 const ROOM_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often idle cache entries are looked for: often enough for `idle_ms`, at most once a minute.
+pub(crate) fn evict_interval(idle_ms: u64) -> Duration {
+    Duration::from_millis((idle_ms / 2).clamp(100, 60_000))
+}
+
 /// How long a committed outbox entry may stay unconfirmed before it is published again.
 const OUTBOX_RETRY: Duration = Duration::from_secs(1);
 
@@ -138,6 +143,10 @@ struct Durable {
     looking_up: HashMap<Lookup, Vec<Cmd>>,
     /// A sweep of stored outboxes is pending (after a failed batch).
     recovery_scheduled: bool,
+    /// When each cached pair was last used (for evicting idle ones; Redis holds them).
+    last_used: HashMap<PairKey, u64>,
+    /// Pairs idle this long are dropped from memory.
+    idle_ms: u64,
 }
 
 /// The owner of a share of all pairs.
@@ -203,6 +212,7 @@ impl PairShard {
             incarnation: rand::random(),
             webhooks,
             durable: durability.map(|durability| Durable {
+                idle_ms: durability.idle_ms,
                 outbox: HashMap::new(),
                 next: Batch::default(),
                 commit: GroupCommit::new(durability.max_batch),
@@ -210,6 +220,7 @@ impl PairShard {
                 loading: HashMap::new(),
                 looking_up: HashMap::new(),
                 recovery_scheduled: false,
+                last_used: HashMap::new(),
             }),
         }
     }
@@ -278,6 +289,13 @@ impl PairShard {
 
     /// Decides `cmd` on the in-memory state.
     fn execute(&mut self, cmd: Cmd, ctx: &mut Context<Self>) {
+        if self.durable.is_some() {
+            if let Ok(Some(key)) = self.pair_of(&cmd) {
+                if let Some(d) = self.durable.as_mut() {
+                    d.last_used.insert(key, unix_ms());
+                }
+            }
+        }
         let (waiter, request_id) = match cmd {
             Cmd::Swipe(msg, tx) => (Waiter::new(tx, self.decide_swipe(&msg)), msg.request_id),
             Cmd::Unmatch(msg, tx) => (Waiter::new(tx, self.decide_unmatch(&msg)), msg.request_id),
@@ -652,6 +670,7 @@ impl PairShard {
             cmds.into_iter().for_each(|c| c.fail(err));
         }
         d.outbox.clear();
+        d.last_used.clear();
         self.pairs.clear();
         self.match_pairs.clear();
         self.rooms.clear();
@@ -661,6 +680,40 @@ impl PairShard {
         if !d.recovery_scheduled {
             d.recovery_scheduled = true;
             ctx.run_later(OUTBOX_RETRY, |act, ctx| act.recover_outboxes(ctx));
+        }
+    }
+
+    /// Drops pairs idle for `idle_ms` that owe nothing and have no open room (Redis mode): memory
+    /// holds what is in use, Redis the rest. An evicted pair is loaded again on its next touch;
+    /// a write of it still in flight is ordered before that load on the shard's connection.
+    fn evict_idle(&mut self, now_ms: u64) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let idle_ms = d.idle_ms;
+        let idle: Vec<PairKey> = d
+            .last_used
+            .iter()
+            .filter(|(key, used)| {
+                now_ms.saturating_sub(**used) >= idle_ms
+                    && !d.outbox.contains_key(*key)
+                    && !d.loading.contains_key(*key)
+                    && !d.next.dirty.contains(*key)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in idle {
+            if self.rooms.get(&key).is_some_and(|rooms| rooms.iter().any(|r| r.closed.is_none())) {
+                continue;
+            }
+            d.last_used.remove(&key);
+            METRICS.cache_evictions.with_label_values(&["pair"]).inc();
+            if let Some(state) = self.pairs.remove(&key) {
+                if let Some(m) = state.active_match() {
+                    self.match_pairs.remove(&m.match_id);
+                }
+            }
+            for room in self.rooms.remove(&key).unwrap_or_default() {
+                self.room_pairs.remove(&room.room.room_id);
+            }
         }
     }
 
@@ -737,6 +790,9 @@ impl Actor for PairShard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(ROOM_SWEEP_INTERVAL, |act, _| act.sweep_rooms(unix_ms()));
+        if let Some(d) = self.durable.as_ref() {
+            ctx.run_interval(evict_interval(d.idle_ms), |act, _| act.evict_idle(unix_ms()));
+        }
         if self.durable.is_some() {
             ctx.run_interval(OUTBOX_RETRY, |act, _| act.retry_outbox());
             self.recover_outboxes(ctx);

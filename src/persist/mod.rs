@@ -27,6 +27,8 @@ pub struct Durability {
     pub store: RedisStore,
     pub max_batch: usize,
     pub lease: Lease,
+    /// Cached state idle this long is dropped from memory (it stays in Redis).
+    pub idle_ms: u64,
 }
 
 use crate::error::ApiError;

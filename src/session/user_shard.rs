@@ -49,6 +49,8 @@ pub(crate) struct UserEntry {
     presence_gen: u64,
     /// With Redis: the log and matches reflect what is stored.
     loaded: bool,
+    /// Last time anything happened for this user (for evicting idle ones; Redis holds them).
+    last_used: u64,
 }
 
 /// The other actors a user shard talks to; set once by `Wire` before any traffic.
@@ -144,12 +146,15 @@ impl UserShard {
             place: Place::Idle,
             presence_gen: 0,
             loaded: in_memory,
+            last_used: crate::protocol::unix_ms(),
         })
     }
 
     /// Runs `msg` now if the user is loaded, else queues it behind the user's load.
     fn when_loaded(&mut self, user: &UserId, msg: Deferred, ctx: &mut Context<Self>) {
-        if self.entry(user).loaded {
+        let entry = self.entry(user);
+        entry.last_used = crate::protocol::unix_ms();
+        if entry.loaded {
             return self.run(msg, ctx);
         }
         let Some(d) = self.durable.as_mut() else { return };
@@ -510,8 +515,42 @@ fn parse_stream_entry(entry: &redis::Value) -> Option<Event> {
     Some(Event::stored(id, type_name, Bytes::from(json), effect.map(Arc::from)))
 }
 
+impl UserShard {
+    /// Drops idle users (Redis mode): no connection, no place, nothing pending, unused for
+    /// `cache_idle_ms`. Their log and matches are in Redis and load again on next use.
+    fn evict_idle(&mut self, now_ms: u64) {
+        let Some(d) = self.durable.as_ref() else { return };
+        let idle_ms = d.durability.idle_ms;
+        let pending: std::collections::HashSet<&UserId> =
+            d.next.events.iter().map(|(u, _)| u).chain(d.next.loads.iter()).collect();
+        let idle: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(user, e)| {
+                e.sessions.is_empty()
+                    && e.place == Place::Idle
+                    && now_ms.saturating_sub(e.last_used) >= idle_ms
+                    && !d.loading.contains_key(*user)
+                    && !pending.contains(user)
+            })
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in idle {
+            METRICS.cache_evictions.with_label_values(&["user"]).inc();
+            self.users.remove(&user);
+        }
+    }
+}
+
 impl Actor for UserShard {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(d) = self.durable.as_ref() {
+            let every = crate::coord::shard::evict_interval(d.durability.idle_ms);
+            ctx.run_interval(every, |act, _| act.evict_idle(crate::protocol::unix_ms()));
+        }
+    }
 }
 
 impl Handler<Wire> for UserShard {

@@ -285,3 +285,34 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_swipe() {
         assert_eq!(body, ack.body, "acknowledged answer to {ack:?} was lost across SIGTERM");
     }
 }
+
+#[actix_rt::test]
+async fn idle_state_leaves_memory_and_comes_back_intact() {
+    let _trace = crate::common::trace_init();
+    let redis = RedisServer::start();
+    let mut config = crate::common::config();
+    config.redis = Some(redis.url());
+    config.timeouts.cache_idle_ms = 200;
+    let server = crate::common::TestServer::start(config).await;
+    let api = server.api();
+    let evictions = |text: &str, kind: &str| -> f64 {
+        let prefix = format!("matchd_cache_evictions_total{{kind=\"{kind}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.parse().unwrap()).unwrap_or(0.0)
+    };
+    let metrics = || async {
+        String::from_utf8(api.send(api.request(Method::GET, "/metrics"), None).await.body.to_vec()).unwrap()
+    };
+    let before = metrics().await;
+    let m = api.mutual_match("e1", "e2").await;
+    let (t1, t3) = (api.token("e1").await, api.token("e3").await);
+    assert_eq!(try_swipe(&api, &t3, "e1", "e3-like").await.unwrap().1["status"], "pending");
+    actix_rt::time::sleep(Duration::from_millis(900)).await;
+    let after = metrics().await;
+    assert!(evictions(&after, "pair") > evictions(&before, "pair"), "no idle pair was evicted");
+    assert!(evictions(&after, "user") > evictions(&before, "user"), "no idle user was evicted");
+    // Reloaded from Redis: the match, the pending like and the replay of an old key.
+    assert_eq!(api.matches(&t1).await, vec![m]);
+    assert_eq!(try_swipe(&api, &t3, "e1", "e3-like").await.unwrap().1["status"], "pending");
+    assert_eq!(try_swipe(&api, &t1, "e3", "e1-like").await.unwrap().1["status"], "matched");
+    server.shutdown().await;
+}
