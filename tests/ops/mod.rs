@@ -64,3 +64,28 @@ async fn metrics_move_with_traffic_and_answers_carry_a_request_id() {
     assert_eq!(ready["persistence"], "memory");
     server.shutdown().await;
 }
+
+#[test]
+fn bad_configuration_stops_the_binary_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[limits]\nmax_connections_per_user = 0\n").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--listen", "not-an-address"], "listen"),
+        (&["--jwt-secret", "short"], "jwt_secret"),
+        (&["--redis", "http://nope"], "redis"),
+        (&["--config", file.to_str().unwrap()], "max_connections_per_user"),
+    ];
+    for (args, key) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_matchd")).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(key), "{args:?}: {stderr}");
+    }
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_matchd")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--listen", "--redis", "--jwt-secret", "--node-id", "--config", "MATCHD_REDIS"] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}
