@@ -136,10 +136,37 @@ impl UserShard {
     }
 }
 
+/// Runs a place handler now, or (with Redis) after the user's earlier room changes that wait for
+/// the user's load, so a join or leave never overtakes the room change before it.
+fn in_order<T: 'static>(
+    act: &mut UserShard,
+    user: &UserId,
+    handler: impl FnOnce(&mut UserShard) -> ResponseActFuture<UserShard, Result<T, ApiError>> + 'static,
+) -> ResponseActFuture<UserShard, Result<T, ApiError>> {
+    if !act.has_waiting(user) {
+        return handler(act);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    act.defer_place(
+        user,
+        Box::new(move |act, ctx| {
+            handler(act).map(move |res, _, _| drop(tx.send(res))).spawn(ctx);
+        }),
+    );
+    Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) }.into_actor(act))
+}
+
 impl Handler<Join> for UserShard {
     type Result = ResponseActFuture<Self, Result<JoinResponse, ApiError>>;
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        let user = msg.user.clone();
+        in_order(self, &user, move |act| act.join_now(msg))
+    }
+}
+
+impl UserShard {
+    fn join_now(&mut self, msg: Join) -> ResponseActFuture<Self, Result<JoinResponse, ApiError>> {
         let entry = self.entry(&msg.user);
         match &entry.place {
             Place::InRoom { room_id, .. } => {
@@ -162,6 +189,13 @@ impl Handler<Leave> for UserShard {
     type Result = ResponseActFuture<Self, Result<LeaveResponse, ApiError>>;
 
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) -> Self::Result {
+        let user = msg.user.clone();
+        in_order(self, &user, move |act| act.leave_now(msg))
+    }
+}
+
+impl UserShard {
+    fn leave_now(&mut self, msg: Leave) -> ResponseActFuture<Self, Result<LeaveResponse, ApiError>> {
         let place = self.entry(&msg.user).place.clone();
         let ticket = match place {
             Place::Idle => return Box::pin(fut::ready(Ok(LeaveResponse::NotQueued))),

@@ -70,7 +70,12 @@ enum Deferred {
     Publish(Publish),
     Subscribe(Subscribe, oneshot::Sender<Result<(), ApiError>>),
     ListMatches(UserId, oneshot::Sender<Vec<Match>>),
+    /// A place action (join, leave) that must not overtake an earlier room change still waiting.
+    Place(PlaceAction),
 }
+
+/// A deferred place action.
+pub(crate) type PlaceAction = Box<dyn FnOnce(&mut UserShard, &mut Context<UserShard>)>;
 
 /// One group commit of user logs.
 #[derive(Default)]
@@ -175,6 +180,20 @@ impl UserShard {
             Deferred::ListMatches(user, tx) => {
                 let _ = tx.send(self.entry(&user).matches.clone());
             }
+            Deferred::Place(action) => action(self, ctx),
+        }
+    }
+
+    /// Whether messages for `user` wait for the user's load (a room change among them decides
+    /// where the user is, so place actions must queue behind them).
+    pub(crate) fn has_waiting(&self, user: &UserId) -> bool {
+        self.durable.as_ref().and_then(|d| d.loading.get(user)).is_some_and(|w| !w.is_empty())
+    }
+
+    /// Queues `action` behind `user`'s waiting messages (see `has_waiting`).
+    pub(crate) fn defer_place(&mut self, user: &UserId, action: PlaceAction) {
+        if let Some(waiting) = self.durable.as_mut().and_then(|d| d.loading.get_mut(user)) {
+            waiting.push(Deferred::Place(action));
         }
     }
 
@@ -468,6 +487,7 @@ impl UserShard {
         let Some(d) = self.durable.as_mut() else { return };
         let next = std::mem::take(&mut d.next);
         retry.extend(next.retryable);
+        let mut place_actions = Vec::new();
         for (_, waiting) in d.loading.drain() {
             for msg in waiting {
                 match msg {
@@ -475,6 +495,7 @@ impl UserShard {
                     Deferred::ListMatches(_, tx) => drop(tx),
                     Deferred::Publish(p) if p.effect.is_none() => retry.push(p),
                     Deferred::Publish(_) => {}
+                    Deferred::Place(action) => place_actions.push(action),
                 }
             }
         }
@@ -482,6 +503,10 @@ impl UserShard {
             entry.loaded = false;
             entry.log = EventLog::new(cap);
             entry.matches.clear();
+        }
+        // Place actions need no load; the room changes they waited behind come again from their pairs.
+        for action in place_actions {
+            action(self, ctx);
         }
         if !retry.is_empty() {
             ctx.run_later(PUBLISH_RETRY, move |act, ctx| {
