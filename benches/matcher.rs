@@ -71,8 +71,7 @@ fn pairing_through_the_actors(c: &mut Criterion) {
             let mut total = std::time::Duration::ZERO;
             for _ in 0..iters {
                 round += 1;
-                let users: Vec<UserId> =
-                    (0..USERS).map(|i| UserId::parse(&format!("r{round}u{i}")).unwrap()).collect();
+                let users: Vec<UserId> = (0..USERS).map(|i| UserId::parse(&format!("r{round}u{i}")).unwrap()).collect();
                 total += system.block_on(async {
                     let started = std::time::Instant::now();
                     let joins = users.iter().map(|u| node.join_queue(u, JoinRequest::default(), Via::Http));

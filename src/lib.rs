@@ -25,6 +25,7 @@ pub mod coord;
 pub mod error;
 pub mod http;
 pub mod limiter;
+pub mod load;
 pub mod metrics;
 pub mod node;
 pub mod persist;

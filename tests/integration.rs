@@ -5,6 +5,7 @@ mod common;
 mod demo;
 mod durability;
 mod failover;
+mod load_tool;
 mod ops;
 mod queue;
 mod streams;

@@ -1,0 +1,142 @@
+//! Flags and subcommands of `matchd-load` (clap derive). Every count and every wait has a bound,
+//! so a run always ends.
+
+use clap::{Args, Parser, Subcommand};
+
+/// Environment variable for `--url`.
+pub const ENV_URL: &str = "MATCHD_LOAD_URL";
+
+/// Load and invariant checks against a matchd server, over its public contract only.
+#[derive(Debug, Parser)]
+#[command(
+    name = "matchd-load",
+    version,
+    about = "Load generator and invariant checker for matchd (loopback targets only)",
+    after_help = "Exit status: 0 = no violations, 1 = invariant violations, 2 = the run could not be carried out."
+)]
+pub struct LoadCli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Base URL of the server; must be a loopback address (127.0.0.0/8, ::1, localhost)
+    #[arg(long, global = true, env = ENV_URL, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// HS256 secret to mint tokens locally; without it tokens come from POST /v1/dev/token (dev mode)
+    #[arg(long, global = true, env = "MATCHD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Client threads, each with its own actix system and connection pool
+    #[arg(long, global = true, default_value_t = 2)]
+    pub threads: usize,
+    /// HTTP requests in flight per client thread (also the pool size and the stream-connect concurrency)
+    #[arg(long, global = true, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Timeout of one HTTP request or connection attempt, in milliseconds
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// How long to wait for expected events after the actions, in milliseconds
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub settle_ms: u64,
+    /// Hard limit on the whole run, in seconds
+    #[arg(long, global = true, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Prefix of generated user ids [default: random], so runs never share users
+    #[arg(long, global = true)]
+    pub run_id: Option<String>,
+    /// The server's process id (same machine): report its CPU time per request and, for `idle`, its memory
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Print the report as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Scenario {
+    /// Mutual pairs whose two swipes fire at once, retries with the same swipe_id, one-sided noise
+    Swipes(SwipesArgs),
+    /// Users connected by WebSocket/SSE, then mutual pairs: swipe -> both users' `match` event latency
+    Delivery(DeliveryArgs),
+    /// Open idle WebSocket connections, hold them, and measure the server's memory per connection
+    Idle(IdleArgs),
+    /// Queue matchmaking: join, room_assigned, skip, room_closed, requeue
+    Spin(SpinArgs),
+    /// Hammer GET /healthz: the server's bare request rate on this machine
+    Healthz(HealthzArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SwipesArgs {
+    /// Mutual pairs (two right swipes fired at the same instant)
+    #[arg(long, default_value_t = 1000)]
+    pub pairs: usize,
+    /// Fraction of swipes sent a second time with the same swipe_id
+    #[arg(long, default_value_t = 0.1)]
+    pub retry_fraction: f64,
+    /// One-sided right swipes on users who never swipe back (must stay pending)
+    #[arg(long, default_value_t = 100)]
+    pub noise: usize,
+    /// Fraction of pairs (and noise targets) whose users hold a WebSocket during the run
+    #[arg(long, default_value_t = 0.0)]
+    pub ws_fraction: f64,
+    /// Also measure GET /healthz with the same client settings, before and after, for the ratio
+    #[arg(long)]
+    pub compare_healthz: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryArgs {
+    /// Connected users
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Connections (tabs) per user
+    #[arg(long, default_value_t = 1)]
+    pub tabs: usize,
+    /// Fraction of users whose tabs use SSE instead of WebSocket
+    #[arg(long, default_value_t = 0.0)]
+    pub sse_fraction: f64,
+    /// Mutual pairs to swipe [default: users / 2]
+    #[arg(long)]
+    pub pairs: Option<usize>,
+    /// Pairs swiped at a time per client thread (each pair: first swipe, then the deciding one)
+    #[arg(long, default_value_t = 8)]
+    pub pairs_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// Idle WebSocket connections to open (one user each)
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// How long to hold them, in seconds
+    #[arg(long, default_value_t = 10)]
+    pub hold_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SpinArgs {
+    /// Users spinning (rounded down to an even number)
+    #[arg(long, default_value_t = 100)]
+    pub users: usize,
+    /// Skip-and-requeue rounds after the first pairing
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Pool to join [default: a new pool named after the run]
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Fraction of rooms where both members skip at the same moment
+    #[arg(long, default_value_t = 0.25)]
+    pub both_skip_fraction: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthzArgs {
+    /// Requests in total
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+}

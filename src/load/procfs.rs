@@ -1,0 +1,61 @@
+//! A process's resident memory (`/proc/<pid>/status`) and CPU time (`/proc/<pid>/task/*/schedstat`,
+//! nanoseconds, all threads), Linux only.
+
+use std::time::Duration;
+
+use super::error::LoadError;
+
+/// CPU time `pid`'s live threads have used so far.
+pub fn cpu_time(pid: u32) -> Result<Duration, LoadError> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir)
+        .map_err(|e| LoadError::Setup(format!("cannot read {dir} (is --server-pid a running process here?): {e}")))?;
+    let mut ns: u64 = 0;
+    for task in tasks.flatten() {
+        // A thread may exit between listing and reading: skip it.
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += parse_schedstat(&text).unwrap_or(0);
+        }
+    }
+    Ok(Duration::from_nanos(ns))
+}
+
+fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// `VmRSS` of `pid`, in KiB.
+pub fn vm_rss_kib(pid: u32) -> Result<u64, LoadError> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| LoadError::Setup(format!("cannot read {path} (is --server-pid a running process here?): {e}")))?;
+    parse_vm_rss(&text).ok_or_else(|| LoadError::Setup(format!("{path} has no VmRSS line")))
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.trim_start_matches("VmRSS:").split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_from_schedstat() {
+        assert_eq!(parse_schedstat("123456 789 10\n"), Some(123456));
+        let before = cpu_time(std::process::id()).unwrap();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_add(std::hint::black_box(i));
+        }
+        assert!(x > 0 && cpu_time(std::process::id()).unwrap() > before);
+    }
+
+    #[test]
+    fn vm_rss_is_read_from_status_text() {
+        assert_eq!(parse_vm_rss("Name:\tmatchd\nVmRSS:\t   12345 kB\nThreads: 4\n"), Some(12345));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert!(vm_rss_kib(std::process::id()).unwrap() > 0);
+    }
+}

@@ -1,0 +1,205 @@
+//! `delivery`: U users connected (T tabs each, WebSocket or SSE), then mutual pairs swiped one
+//! after the other (the second swipe decides). Measures, per pair, the time from sending the
+//! deciding swipe to the `match` event having reached every tab of both users, and how long after
+//! the swipe's own answer the last event arrived.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::actions::{self, Swipe};
+use super::{check_fraction, first_fraction, open_streams, wait_for, Env, Recorder, StreamSpec, GRACE};
+use crate::load::cli::DeliveryArgs;
+use crate::load::error::LoadError;
+use crate::load::history::{History, StreamRecord, Transport};
+use crate::load::report::Report;
+use crate::load::stats::Latency;
+use crate::load::stream;
+use crate::load::wire::EventBody;
+use crate::load::workers::{self, WorkerCtx};
+
+/// Match delivery latencies computed from a history.
+#[derive(Debug, Default)]
+pub struct MatchLatencies {
+    /// Deciding swipe sent -> the match event on every tab of both users.
+    pub both_users: Latency,
+    /// The deciding swipe's answer -> the last of those events (0 when all came before the answer).
+    pub after_answer: Latency,
+    /// Deciding swipe sent -> the event, per tab.
+    pub per_tab: Latency,
+    /// Events that arrived before the answer of the swipe that caused them.
+    pub before_answer: u64,
+    /// Matches whose events were all seen.
+    pub complete: u64,
+}
+
+impl MatchLatencies {
+    pub fn report(&self, report: &mut Report) {
+        report.latency("match_event_both_users", &self.both_users);
+        report.latency("match_event_after_answer", &self.after_answer);
+        report.latency("match_event_per_tab", &self.per_tab);
+        report.count("match_events_before_answer", self.before_answer);
+        report.count("matches_fully_delivered", self.complete);
+    }
+}
+
+/// For each deciding (`matched`, first-time) swipe, when its match reached the users' tabs that
+/// were open since the actions began.
+pub fn match_latencies(h: &History) -> MatchLatencies {
+    let mut out = MatchLatencies::default();
+    let from = h.actions_from;
+    let mut tabs: HashMap<&str, Vec<&StreamRecord>> = HashMap::new();
+    for s in &h.streams {
+        if from.is_some_and(|t| s.ready_before(t)) && s.lost.is_none() {
+            tabs.entry(s.user.as_str()).or_default().push(s);
+        }
+    }
+    for sw in h.swipes.iter().filter(|s| !s.retry) {
+        let Some(m) = sw.answer.as_ref().filter(|a| a.status == "matched").and_then(|a| a.match_.as_ref()) else {
+            continue;
+        };
+        let mut last: Option<Instant> = None;
+        let mut complete = true;
+        let mut any = false;
+        for user in &m.users {
+            for s in tabs.get(user.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+                any = true;
+                let at = s.events.iter().find_map(|e| match &e.body {
+                    EventBody::Match { match_id, .. } if *match_id == m.match_id => Some(e.at),
+                    _ => None,
+                });
+                match at {
+                    Some(at) => {
+                        out.per_tab.record(at.saturating_duration_since(sw.sent));
+                        if at < sw.done {
+                            out.before_answer += 1;
+                        }
+                        last = Some(last.map_or(at, |l| l.max(at)));
+                    }
+                    None => complete = false,
+                }
+            }
+        }
+        if let (true, true, Some(last)) = (any, complete, last) {
+            out.complete += 1;
+            out.both_users.record(last.saturating_duration_since(sw.sent));
+            out.after_answer.record(last.saturating_duration_since(sw.done));
+        }
+    }
+    out
+}
+
+pub async fn run(env: Arc<Env>, args: DeliveryArgs) -> Result<Report, LoadError> {
+    check_fraction("--sse-fraction", args.sse_fraction)?;
+    if args.users < 2 || args.tabs == 0 {
+        return Err(LoadError::Usage("--users must be at least 2 and --tabs at least 1".into()));
+    }
+    let pairs = args.pairs.unwrap_or(args.users / 2);
+    if pairs == 0 || pairs > args.users / 2 {
+        return Err(LoadError::Usage(format!("--pairs must be between 1 and users / 2 = {}", args.users / 2)));
+    }
+    let shared = (env.clone(), Arc::new(args.clone()));
+    let parts = workers::run(env.common.threads, env.deadline, move |ctx| {
+        let (env, args) = shared.clone();
+        async move { worker(env, args, pairs, ctx).await }
+    })
+    .await?;
+    let mut rec = Recorder::default();
+    for p in parts {
+        rec.merge(p);
+    }
+    let mut report = Report::new("delivery", &env);
+    report.param("users", args.users);
+    report.param("tabs", args.tabs);
+    report.param("sse_fraction", args.sse_fraction);
+    report.param("pairs", pairs);
+    report.param("pairs_in_flight_per_thread", args.pairs_in_flight);
+    let ready = rec.history.streams.iter().filter(|s| s.hello.is_some()).count();
+    report.count("connections_ready", ready as u64);
+    report.count("swipe_requests", rec.history.swipes.len() as u64);
+    if let Some(r) = rec.rate("pairs", "swipes") {
+        report.rate("pairs_per_sec", r);
+    }
+    if let Some(s) = rec.seconds("connect") {
+        report.rate("connect_seconds", s);
+    }
+    match_latencies(&rec.history).report(&mut report);
+    report.latencies(&rec);
+    report.finish(&rec.history);
+    Ok(report)
+}
+
+async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: WorkerCtx) -> Result<Recorder, LoadError> {
+    let http = env.http();
+    // A pair's two users live on the same thread: user i belongs to group i / 2.
+    let users: Vec<usize> = (0..args.users).filter(|&i| ctx.owns(i / 2)).collect();
+    let names: Vec<String> = users.iter().map(|&i| env.user("d", i)).collect();
+    let tokens: HashMap<String, String> =
+        names.iter().cloned().zip(env.tokens.tokens(&http, &names, env.concurrency()).await?).collect();
+    let token = |u: &str| tokens.get(u).map(String::as_str).unwrap_or_default();
+    let sse_users = first_fraction(args.users, args.sse_fraction);
+
+    let mut rec = Recorder::default();
+    let (stop, _) = watch::channel(false);
+    let mut specs = Vec::new();
+    for (&i, name) in users.iter().zip(&names) {
+        let transport = if i < sse_users { Transport::Sse } else { Transport::Ws };
+        for tab in 0..args.tabs {
+            specs.push(StreamSpec { token: token(name).to_string(), record: StreamRecord::new(name, tab, transport) });
+        }
+    }
+    let connect_start = Instant::now();
+    let streams = open_streams(&env, &http, specs, &stop, &mut rec.history).await;
+    wait_for(env.settle_deadline(), || streams.iter().all(|s| s.settled())).await;
+    rec.span("connect", connect_start, Instant::now());
+    super::healthz::warm_up(&http, env.concurrency()).await;
+
+    let my_pairs: Vec<usize> = (0..pairs).filter(|&k| ctx.owns(k)).collect();
+    ctx.sync("swipes").await?;
+    let start = Instant::now();
+    rec.history.actions_from = Some(start);
+    let rec = RefCell::new(rec);
+    futures_util::stream::iter(my_pairs.iter().copied())
+        .for_each_concurrent(args.pairs_in_flight.max(1), |k| {
+            let (http, rec, env, token) = (&http, &rec, &env, &token);
+            async move {
+                let (a, b) = (env.user("d", 2 * k), env.user("d", 2 * k + 1));
+                let first =
+                    Swipe { token: token(&a), actor: &a, target: &b, right: true, swipe_id: None, retry: false };
+                if actions::swipe(http, rec, first).await.is_some() {
+                    let second =
+                        Swipe { token: token(&b), actor: &b, target: &a, right: true, swipe_id: None, retry: false };
+                    actions::swipe(http, rec, second).await;
+                }
+            }
+        })
+        .await;
+    let mut rec = rec.into_inner();
+    rec.span("swipes", start, Instant::now());
+    rec.add("pairs", my_pairs.len() as u64);
+
+    let matched: std::collections::HashSet<&str> = rec
+        .history
+        .swipes
+        .iter()
+        .filter_map(|s| s.answer.as_ref()?.match_.as_ref())
+        .flat_map(|m| m.users.iter().map(String::as_str))
+        .collect();
+    wait_for(env.settle_deadline(), || {
+        streams.iter().all(|s| {
+            let r = s.record.borrow();
+            r.lost.is_some()
+                || !matched.contains(r.user.as_str())
+                || r.events.iter().any(|e| matches!(e.body, EventBody::Match { .. }))
+        })
+    })
+    .await;
+    tokio::time::sleep(GRACE).await;
+    stop.send_replace(true);
+    rec.history.streams.extend(stream::finish(streams).await);
+    Ok(rec)
+}

@@ -1,0 +1,81 @@
+//! `matchd-load` against the real server: every scenario, at a small size, through the load tool's
+//! library entry point (`matchd::load::run`), must find no violation. The checker itself is proven
+//! to find violations by its unit tests (src/load/check_test.rs), which plant them.
+
+use clap::Parser;
+use matchd::load::{run, LoadCli, Report};
+
+use crate::common;
+
+/// Runs `matchd-load <args>` against `server` with small, test-sized client settings.
+async fn load(server: &matchd::Running, args: &[&str]) -> Report {
+    let base = server.base_url();
+    let mut argv = vec!["matchd-load", "--url", &base, "--threads", "2", "--concurrency", "16", "--timeout-secs", "60"];
+    argv.extend_from_slice(args);
+    let report = run(LoadCli::try_parse_from(argv).unwrap()).await.unwrap();
+    assert!(report.ok(), "the load tool found violations:\n{}", report.human());
+    report
+}
+
+#[actix_rt::test]
+async fn swipes_with_retries_noise_and_sockets_pass() {
+    let _trace = common::trace_init();
+    let server = matchd::start(common::config()).await.unwrap();
+    let args = ["swipes", "--pairs", "100", "--noise", "20", "--retry-fraction", "0.3", "--ws-fraction", "0.5"];
+    let report = load(&server, &args).await;
+    assert_eq!(report.counts["matched_answers"], 100);
+    assert_eq!(report.counts["matches_fully_delivered"], 50);
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn swipes_with_locally_minted_tokens_pass() {
+    let _trace = common::trace_init();
+    let secret = "load-tool-test-secret";
+    let server = matchd::start(matchd::Config { jwt_secret: Some(secret.into()), ..common::config() }).await.unwrap();
+    let report = load(&server, &["--jwt-secret", secret, "swipes", "--pairs", "20", "--noise", "5"]).await;
+    assert_eq!(report.counts["matched_answers"], 20);
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn delivery_to_every_tab_over_ws_and_sse_passes() {
+    let _trace = common::trace_init();
+    let server = matchd::start(common::config()).await.unwrap();
+    let report = load(&server, &["delivery", "--users", "40", "--tabs", "2", "--sse-fraction", "0.25"]).await;
+    assert_eq!(report.counts["connections_ready"], 80);
+    assert_eq!(report.counts["matches_fully_delivered"], 20);
+    assert!(report.latencies_ms.contains_key("match_event_both_users"));
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn idle_connections_stay_open_and_memory_is_read() {
+    let _trace = common::trace_init();
+    let server = matchd::start(common::config()).await.unwrap();
+    // The server runs in this process, so its RSS is this process's.
+    let pid = std::process::id().to_string();
+    let report = load(&server, &["idle", "--connections", "30", "--hold-secs", "1", "--server-pid", &pid]).await;
+    assert_eq!(report.counts["connections_ready"], 30);
+    assert!(report.figures.contains_key("kib_per_connection"));
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn spin_join_skip_and_requeue_pass() {
+    let _trace = common::trace_init();
+    let server = matchd::start(common::config()).await.unwrap();
+    let report = load(&server, &["spin", "--users", "12", "--rounds", "2", "--both-skip-fraction", "0.5"]).await;
+    assert_eq!(report.counts["joins"], 12);
+    assert!(report.latencies_ms.contains_key("join_to_room"));
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn healthz_rate_is_measured() {
+    let _trace = common::trace_init();
+    let server = matchd::start(common::config()).await.unwrap();
+    let report = load(&server, &["healthz", "--requests", "300"]).await;
+    assert_eq!(report.counts["healthz_ok"], 300);
+    server.shutdown().await;
+}
