@@ -32,6 +32,10 @@ use crate::session::messages::EffectRef;
 use crate::session::{IndexChange, UserRouter};
 use crate::webhook::{WebhookEvent, WebhookSender};
 
+/// Messages a shard's mailbox holds before senders wait: bounded (the HTTP layer and the
+/// connection limits bound what can be in flight anyway), but far above actix's default of 16.
+pub(crate) const SHARD_MAILBOX: usize = 4096;
+
 /// How often closed rooms are swept.
 const ROOM_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often idle cache entries are looked for: often enough for `idle_ms`, at most once a minute.
@@ -789,6 +793,8 @@ impl Actor for PairShard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // A burst of actions queues here instead of parking every sender (actix's default is 16).
+        ctx.set_mailbox_capacity(SHARD_MAILBOX);
         ctx.run_interval(ROOM_SWEEP_INTERVAL, |act, _| act.sweep_rooms(unix_ms()));
         if let Some(d) = self.durable.as_ref() {
             ctx.run_interval(evict_interval(d.idle_ms), |act, _| act.evict_idle(unix_ms()));

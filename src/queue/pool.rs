@@ -298,6 +298,7 @@ impl Actor for PoolCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::coord::shard::SHARD_MAILBOX);
         ctx.run_interval(Duration::from_millis(self.rescan_ms), |act, ctx| act.tick(unix_ms(), ctx));
         // Nothing is answered before the stored line is back.
         self.reload(ctx);

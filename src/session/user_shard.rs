@@ -571,6 +571,7 @@ impl Actor for UserShard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::coord::shard::SHARD_MAILBOX);
         if let Some(d) = self.durable.as_ref() {
             let every = crate::coord::shard::evict_interval(d.durability.idle_ms);
             ctx.run_interval(every, |act, _| act.evict_idle(crate::protocol::unix_ms()));
