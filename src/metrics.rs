@@ -163,6 +163,11 @@ impl Metrics {
         m.registry.register(Box::new(m.webhooks.clone()))?;
         m.registry.register(Box::new(m.lease_held.clone()))?;
         m.registry.register(Box::new(m.cache_evictions.clone()))?;
+        m.registry.register(Box::new(m.persist_round_trips.clone()))?;
+        m.registry.register(Box::new(m.persist_commands.clone()))?;
+        m.registry.register(Box::new(m.persist_errors.clone()))?;
+        m.registry.register(Box::new(m.persist_seconds.clone()))?;
+        m.registry.register(Box::new(m.persist_batch_size.clone()))?;
         Ok(m)
     }
 
@@ -200,6 +205,55 @@ pub fn delivered(event: &crate::protocol::Event, transport: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_documented_metric_is_exposed() {
+        // Touch the labelled ones so they have a series to render.
+        METRICS.connections.with_label_values(&["ws"]);
+        METRICS.delivery_seconds.with_label_values(&["ws"]).observe(0.001);
+        METRICS.swipes.with_label_values(&["pending"]);
+        METRICS.errors.with_label_values(&["bad_request"]);
+        METRICS.action_seconds.with_label_values(&["swipe", "http"]).observe(0.001);
+        METRICS.queue_length.with_label_values(&["p"]);
+        METRICS.queue_wait_seconds.with_label_values(&["p"]).observe(0.001);
+        METRICS.pairings.with_label_values(&["p"]);
+        METRICS.rooms_closed.with_label_values(&["skipped"]);
+        METRICS.room_closed_notify_seconds.with_label_values(&["ws"]).observe(0.001);
+        METRICS.invariant_violations.with_label_values(&["x"]);
+        METRICS.webhooks.with_label_values(&["delivered"]);
+        METRICS.cache_evictions.with_label_values(&["pair"]);
+        let text = METRICS.render();
+        // The README's list.
+        for name in [
+            "matchd_connections",
+            "matchd_connected_users",
+            "matchd_events_delivered_total",
+            "matchd_event_delivery_seconds",
+            "matchd_slow_consumers_closed_total",
+            "matchd_swipes_total",
+            "matchd_matches_total",
+            "matchd_unmatches_total",
+            "matchd_queue_length",
+            "matchd_queue_wait_seconds",
+            "matchd_pairings_total",
+            "matchd_skips_total",
+            "matchd_rooms_closed_total",
+            "matchd_room_closed_notify_seconds",
+            "matchd_persist_round_trips_total",
+            "matchd_persist_commands_total",
+            "matchd_persist_errors_total",
+            "matchd_persist_seconds",
+            "matchd_persist_batch_size",
+            "matchd_errors_total",
+            "matchd_action_seconds",
+            "matchd_lease_held",
+            "matchd_webhooks_total",
+            "matchd_cache_evictions_total",
+            "matchd_invariant_violations_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not exposed");
+        }
+    }
 
     #[test]
     fn metrics_render_with_their_names() {

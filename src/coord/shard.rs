@@ -147,6 +147,9 @@ struct Durable {
     looking_up: HashMap<Lookup, Vec<Cmd>>,
     /// A sweep of stored outboxes is pending (after a failed batch).
     recovery_scheduled: bool,
+    /// Pairs this shard has put in (and not yet taken out of) the per-slot recovery sets.
+    listed_outbox: HashSet<PairKey>,
+    listed_rooms: HashSet<PairKey>,
     /// When each cached pair was last used (for evicting idle ones; Redis holds them).
     last_used: HashMap<PairKey, u64>,
     /// Pairs idle this long are dropped from memory.
@@ -225,6 +228,8 @@ impl PairShard {
                 looking_up: HashMap::new(),
                 recovery_scheduled: false,
                 last_used: HashMap::new(),
+                listed_outbox: HashSet::new(),
+                listed_rooms: HashSet::new(),
             }),
         }
     }
@@ -496,19 +501,27 @@ impl PairShard {
                 outbox: owed.map(|o| o.iter().map(|o| o.entry.clone()).collect()).unwrap_or_default(),
                 rooms: rooms.cloned().unwrap_or_default(),
             };
-            let open_room = rooms.is_some_and(|r| r.iter().any(|r| r.closed.is_none()));
-            pipe.cmd(if open_room { "SADD" } else { "SREM" })
-                .arg(keys::open_rooms(key.slot()))
-                .arg(keys::pair_member(key));
-            expect.push(Expect::Ignore);
             let json = serde_json::to_string(&record).unwrap_or_default();
             pipe.cmd("SET").arg(keys::pair(key)).arg(json);
             expect.push(Expect::Ignore);
+            // The per-slot recovery sets change only when the pair starts or stops owing events or
+            // having an open room, not on every write of it.
+            let open_room = rooms.is_some_and(|r| r.iter().any(|r| r.closed.is_none()));
             let has_outbox = owed.is_some_and(|o| !o.is_empty());
-            pipe.cmd(if has_outbox { "SADD" } else { "SREM" })
-                .arg(keys::outbox(key.slot()))
-                .arg(keys::pair_member(key));
-            expect.push(Expect::Ignore);
+            for (set, wanted, listed) in [
+                (keys::open_rooms(key.slot()), open_room, &mut d.listed_rooms),
+                (keys::outbox(key.slot()), has_outbox, &mut d.listed_outbox),
+            ] {
+                if wanted != listed.contains(key) {
+                    pipe.cmd(if wanted { "SADD" } else { "SREM" }).arg(set).arg(keys::pair_member(key));
+                    expect.push(Expect::Ignore);
+                    if wanted {
+                        listed.insert(key.clone());
+                    } else {
+                        listed.remove(key);
+                    }
+                }
+            }
         }
         for (id, key) in &batch.match_keys {
             pipe.cmd("SET").arg(keys::match_owner(key.slot(), id)).arg(keys::pair_member(key));
@@ -629,6 +642,13 @@ impl PairShard {
             self.rooms.insert(key.clone(), record.rooms);
         }
         let Some(d) = self.durable.as_mut() else { return };
+        // A record and its set memberships are written in one atomic batch, so they agree.
+        if !record.outbox.is_empty() {
+            d.listed_outbox.insert(key.clone());
+        }
+        if self.rooms.get(&key).is_some_and(|r| r.iter().any(|r| r.closed.is_none())) {
+            d.listed_rooms.insert(key.clone());
+        }
         if !record.outbox.is_empty() {
             d.outbox.insert(
                 key.clone(),
@@ -675,6 +695,8 @@ impl PairShard {
         }
         d.outbox.clear();
         d.last_used.clear();
+        d.listed_outbox.clear();
+        d.listed_rooms.clear();
         self.pairs.clear();
         self.match_pairs.clear();
         self.rooms.clear();
@@ -709,6 +731,8 @@ impl PairShard {
                 continue;
             }
             d.last_used.remove(&key);
+            d.listed_outbox.remove(&key);
+            d.listed_rooms.remove(&key);
             METRICS.cache_evictions.with_label_values(&["pair"]).inc();
             if let Some(state) = self.pairs.remove(&key) {
                 if let Some(m) = state.active_match() {
