@@ -193,6 +193,20 @@ impl Api {
         self.post_json("/v1/swipes", Some(token), &body).await
     }
 
+    /// A right swipe that reports transport failures instead of panicking (the server may be dead
+    /// or restarting): `None`, or the status and JSON body.
+    pub async fn try_swipe(&self, token: &str, target: &str, swipe_id: &str) -> Option<(u16, Value)> {
+        let body = json!({ "target": target, "direction": "right", "swipe_id": swipe_id });
+        let req = self
+            .request(Method::POST, "/v1/swipes")
+            .bearer_auth(token)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .timeout(Duration::from_secs(5));
+        let mut res = req.send_body(body.to_string()).await.ok()?;
+        let bytes = res.body().await.ok()?;
+        Some((res.status().as_u16(), serde_json::from_slice(&bytes).ok()?))
+    }
+
     /// `GET /v1/matches`: the caller's active matches.
     pub async fn matches(&self, token: &str) -> Vec<Value> {
         let body = self.get("/v1/matches", token).await.ok();

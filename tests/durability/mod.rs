@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-use awc::http::{header, Method};
+use awc::http::Method;
 use serde_json::{json, Value};
 
 use crate::common::process::MatchdProcess;
@@ -22,19 +22,6 @@ struct Acked {
     target: String,
     swipe_id: String,
     body: Value,
-}
-
-/// `POST /v1/swipes` that reports transport failures instead of panicking (the server may be dead).
-async fn try_swipe(api: &Api, token: &str, target: &str, swipe_id: &str) -> Option<(u16, Value)> {
-    let body = json!({ "target": target, "direction": "right", "swipe_id": swipe_id });
-    let req = api
-        .request(Method::POST, "/v1/swipes")
-        .bearer_auth(token)
-        .insert_header((header::CONTENT_TYPE, "application/json"))
-        .timeout(Duration::from_secs(5));
-    let mut res = req.send_body(body.to_string()).await.ok()?;
-    let bytes = res.body().await.ok()?;
-    Some((res.status().as_u16(), serde_json::from_slice(&bytes).ok()?))
 }
 
 fn users(i: usize) -> (String, String) {
@@ -74,7 +61,7 @@ async fn acknowledged_swipes_and_owed_events_survive_kill_9() {
                         let run = |(user, target, id): (String, String, String)| {
                             let (api, tokens, acked) = (api.clone(), tokens.clone(), acked.clone());
                             async move {
-                                if let Some((200, body)) = try_swipe(&api, &tokens[&user], &target, &id).await {
+                                if let Some((200, body)) = api.try_swipe(&tokens[&user], &target, &id).await {
                                     acked.borrow_mut().push(Acked { user, target, swipe_id: id, body });
                                 }
                             }
@@ -100,7 +87,7 @@ async fn acknowledged_swipes_and_owed_events_survive_kill_9() {
 
     // Every acknowledged answer is still the truth: a retry with the same key replays it.
     for ack in &acked_before {
-        let (status, body) = try_swipe(&api, &tokens[&ack.user], &ack.target, &ack.swipe_id).await.unwrap();
+        let (status, body) = api.try_swipe(&tokens[&ack.user], &ack.target, &ack.swipe_id).await.unwrap();
         assert_eq!(status, 200);
         assert_eq!(body, ack.body, "acknowledged answer to {ack:?} changed after the crash");
     }
@@ -111,8 +98,8 @@ async fn acknowledged_swipes_and_owed_events_survive_kill_9() {
             let (api, tokens) = (api.clone(), tokens.clone());
             async move {
                 let (a, b) = users(i);
-                let ra = try_swipe(&api, &tokens[&a], &b, &format!("{a}-1")).await.unwrap();
-                let rb = try_swipe(&api, &tokens[&b], &a, &format!("{b}-1")).await.unwrap();
+                let ra = api.try_swipe(&tokens[&a], &b, &format!("{a}-1")).await.unwrap();
+                let rb = api.try_swipe(&tokens[&b], &a, &format!("{b}-1")).await.unwrap();
                 (i, ra, rb)
             }
         }),
@@ -181,7 +168,7 @@ async fn redis_outage_answers_503_then_recovers_without_restart() {
     let mut refused = 0;
     for n in 0..5 {
         let started = std::time::Instant::now();
-        let (status, body) = try_swipe(&api, &t3, "o4", &format!("outage-{n}")).await.unwrap();
+        let (status, body) = api.try_swipe(&t3, "o4", &format!("outage-{n}")).await.unwrap();
         assert_eq!(status, 503, "acknowledged while Redis was down: {body}");
         assert_eq!(body["error"]["code"], "unavailable");
         assert!(started.elapsed() < Duration::from_secs(3), "a 503 must come promptly");
@@ -193,7 +180,7 @@ async fn redis_outage_answers_503_then_recovers_without_restart() {
     redis.restart();
     let mut recovered = false;
     for _ in 0..100 {
-        if let Some((200, _)) = try_swipe(&api, &t4, "o5", "after-outage").await {
+        if let Some((200, _)) = api.try_swipe(&t4, "o5", "after-outage").await {
             recovered = true;
             break;
         }
@@ -210,7 +197,7 @@ async fn redis_outage_answers_503_then_recovers_without_restart() {
     }
     assert!(ready, "/readyz did not recover");
     // Nothing refused was stored: o3's likes of o4 never happened, so o4's like is only pending.
-    let (status, body) = try_swipe(&api, &t4, "o3", "check").await.unwrap();
+    let (status, body) = api.try_swipe(&t4, "o3", "check").await.unwrap();
     assert_eq!((status, body["status"].clone()), (200, json!("pending")));
     // What was stored before the outage is intact, and events owed when Redis went away arrive
     // (the match's index entry may still have been on its way to o1's log).
@@ -259,7 +246,7 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_swipe() {
                         let (api, tokens, acked) = (api.clone(), tokens.clone(), acked.clone());
                         async move {
                             let id = format!("{user}-term");
-                            if let Some((200, body)) = try_swipe(&api, &tokens[&user], &target, &id).await {
+                            if let Some((200, body)) = api.try_swipe(&tokens[&user], &target, &id).await {
                                 acked.borrow_mut().push(Acked { user, target, swipe_id: id, body });
                             }
                         }
@@ -280,7 +267,7 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_swipe() {
     let acked = acked.borrow().clone();
     node.restart();
     for ack in &acked {
-        let (status, body) = try_swipe(&api, &tokens[&ack.user], &ack.target, &ack.swipe_id).await.unwrap();
+        let (status, body) = api.try_swipe(&tokens[&ack.user], &ack.target, &ack.swipe_id).await.unwrap();
         assert_eq!(status, 200);
         assert_eq!(body, ack.body, "acknowledged answer to {ack:?} was lost across SIGTERM");
     }
@@ -305,14 +292,14 @@ async fn idle_state_leaves_memory_and_comes_back_intact() {
     let before = metrics().await;
     let m = api.mutual_match("e1", "e2").await;
     let (t1, t3) = (api.token("e1").await, api.token("e3").await);
-    assert_eq!(try_swipe(&api, &t3, "e1", "e3-like").await.unwrap().1["status"], "pending");
+    assert_eq!(api.try_swipe(&t3, "e1", "e3-like").await.unwrap().1["status"], "pending");
     actix_rt::time::sleep(Duration::from_millis(900)).await;
     let after = metrics().await;
     assert!(evictions(&after, "pair") > evictions(&before, "pair"), "no idle pair was evicted");
     assert!(evictions(&after, "user") > evictions(&before, "user"), "no idle user was evicted");
     // Reloaded from Redis: the match, the pending like and the replay of an old key.
     assert_eq!(api.matches(&t1).await, vec![m]);
-    assert_eq!(try_swipe(&api, &t3, "e1", "e3-like").await.unwrap().1["status"], "pending");
-    assert_eq!(try_swipe(&api, &t1, "e3", "e1-like").await.unwrap().1["status"], "matched");
+    assert_eq!(api.try_swipe(&t3, "e1", "e3-like").await.unwrap().1["status"], "pending");
+    assert_eq!(api.try_swipe(&t1, "e3", "e1-like").await.unwrap().1["status"], "matched");
     server.shutdown().await;
 }

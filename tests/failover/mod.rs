@@ -4,24 +4,11 @@
 
 use std::time::Duration;
 
-use awc::http::{header, Method};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::process::MatchdProcess;
 use crate::common::redis::RedisServer;
 use crate::common::{Api, WsOptions};
-
-async fn try_swipe(api: &Api, token: &str, target: &str, swipe_id: &str) -> Option<(u16, Value)> {
-    let body = json!({ "target": target, "direction": "right", "swipe_id": swipe_id });
-    let req = api
-        .request(Method::POST, "/v1/swipes")
-        .bearer_auth(token)
-        .insert_header((header::CONTENT_TYPE, "application/json"))
-        .timeout(Duration::from_secs(5));
-    let mut res = req.send_body(body.to_string()).await.ok()?;
-    let bytes = res.body().await.ok()?;
-    Some((res.status().as_u16(), serde_json::from_slice(&bytes).ok()?))
-}
 
 #[actix_rt::test]
 async fn a_standby_takes_over_with_everything_the_dead_active_node_acknowledged() {
@@ -33,16 +20,16 @@ async fn a_standby_takes_over_with_everything_the_dead_active_node_acknowledged(
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(standby.status("/readyz"), Some(503), "two active nodes on one Redis");
     let t: Vec<String> = futures_util::future::join_all(["f1", "f2", "f3"].map(|u| a.token(u))).await;
-    let (status, body) = try_swipe(&b, &t[0], "f2", "standby-1").await.unwrap();
+    let (status, body) = b.try_swipe(&t[0], "f2", "standby-1").await.unwrap();
     assert_eq!(status, 503, "a standby acknowledged: {body}");
 
     let m = a.mutual_match("f1", "f2").await;
-    assert_eq!(try_swipe(&a, &t[0], "f3", "pending-1").await.unwrap().1["status"], "pending");
+    assert_eq!(a.try_swipe(&t[0], "f3", "pending-1").await.unwrap().1["status"], "pending");
     active.kill9();
     standby.wait_ready(Duration::from_secs(10));
 
     assert_eq!(b.matches(&t[0]).await, vec![m.clone()]);
-    let (_, body) = try_swipe(&b, &t[2], "f1", "late-1").await.unwrap();
+    let (_, body) = b.try_swipe(&t[2], "f1", "late-1").await.unwrap();
     assert_eq!(body["status"], "matched", "the dead node's acknowledged like was lost: {body}");
     let conn = b.ws_with(&t[1], WsOptions { since: Some(0), ..Default::default() }).await.unwrap();
     let events = conn.wait_events("match", 1, Duration::from_secs(5)).await;
@@ -60,7 +47,7 @@ async fn a_node_paused_past_its_lease_cannot_commit_when_it_wakes() {
     let (p, o) = (Api::new(&paused.base_url(), &paused.ws_url()), Api::new(&other.base_url(), &other.ws_url()));
     let (t1, t2) = (p.token("s1").await, p.token("s2").await);
     // The paused node has the pair cached, so its stale memory could decide without Redis.
-    assert_eq!(try_swipe(&p, &t1, "s2", "warm").await.unwrap().1["status"], "pending");
+    assert_eq!(p.try_swipe(&t1, "s2", "warm").await.unwrap().1["status"], "pending");
 
     paused.signal("STOP");
     other.wait_ready(Duration::from_secs(10));
@@ -71,14 +58,14 @@ async fn a_node_paused_past_its_lease_cannot_commit_when_it_wakes() {
     assert_eq!(withdrawn.ok()["status"], "passed");
     paused.signal("CONT");
     // Woken with a stale cache that still says "s1 likes s2": it must not acknowledge a match.
-    match try_swipe(&p, &t2, "s1", "stale").await {
+    match p.try_swipe(&t2, "s1", "stale").await {
         Some((200, body)) => panic!("a stale node acknowledged: {body}"),
         Some((status, _)) => assert_eq!(status, 503),
         None => {}
     }
     assert_ne!(paused.status("/readyz"), Some(200));
     // The real owner's view: s1 withdrew, so s2's like is pending, and nothing matched.
-    let (_, body) = try_swipe(&o, &t2, "s1", "real").await.unwrap();
+    let (_, body) = o.try_swipe(&t2, "s1", "real").await.unwrap();
     assert_eq!(body["status"], "pending", "{body}");
     assert!(o.matches(&t1).await.is_empty());
 }
