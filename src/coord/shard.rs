@@ -482,7 +482,7 @@ impl PairShard {
         }
     }
 
-    /// Sends the pending batch as one atomic pipeline.
+    /// Sends the pending batch as one atomic, fenced script (see `persist::batch::send`).
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let Some(d) = self.durable.as_mut() else { return };
         if !d.commit.begin(d.next.ops()) {
@@ -491,7 +491,6 @@ impl PairShard {
         let batch = std::mem::take(&mut d.next);
         METRICS.persist_batch_size.observe(batch.ops() as f64);
         let mut pipe = redis::pipe();
-        pipe.atomic();
         let mut expect = Vec::new();
         for key in &batch.dirty {
             let owed = d.outbox.get(key);

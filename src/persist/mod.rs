@@ -3,7 +3,8 @@
 //! pipeline in flight per shard; everything decided meanwhile forms the next batch) and answers
 //! callers only after their batch is acknowledged (I7).
 //!
-//! Contract of a batch: it is applied atomically (MULTI/EXEC) or not at all. If it fails, the
+//! Contract of a batch: it runs as one Lua script (`store::run_fenced`), atomically, and only while
+//! this node holds the ownership lease (`lease`). If it fails, the
 //! shard fails every waiter of that batch and of the batch queued behind it (which was decided on
 //! top of it), drops its cached state, and reloads lazily from Redis on the next touch. Nothing
 //! that failed was acknowledged.

@@ -365,7 +365,6 @@ impl UserShard {
         let batch = std::mem::take(&mut d.next);
         METRICS.persist_batch_size.observe(batch.ops() as f64);
         let mut pipe = redis::pipe();
-        pipe.atomic();
         let mut commands = 0;
         for (user, event) in &batch.events {
             pipe.cmd("XADD")
