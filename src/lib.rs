@@ -7,10 +7,12 @@
 //! - [`queue`]: spin pools (`PoolCoordinator`), pairing rules, rooms, skip and presence.
 //! - [`session`]: per-user event logs and fan-out (`UserShard`), resume, the user's match index.
 //! - [`transport`]: WebSocket and SSE session actors (framing, heartbeats, outboxes).
-//! - [`persist`]: Redis persistence (group commit, records, keys); absent = in memory.
+//! - [`persist`]: Redis persistence (group commit, fenced batches, the ownership lease, records,
+//!   keys); absent = in memory.
 //! - [`http`]: the route table, extractors and handlers.
 //! - [`node`]: the handles every part needs and the actions shared by HTTP and WebSocket.
 //! - [`webhook`]: signed, retried webhooks to the app's backend.
+//! - [`load`]: the `matchd-load` tool's scenarios and invariant checker (a client, not the server).
 //! - [`auth`], [`limiter`], [`error`], [`metrics`], [`telemetry`], [`shutdown`].
 //!
 //! [`start`] runs a server inside the current actix system; the binary, the tests and the benches
