@@ -16,6 +16,9 @@
 //! `cargo bench --bench classic` for figures (about a minute); `cargo test --all-targets` runs a
 //! tiny version. Needs `redis-server` (panics with an install hint when it is missing).
 
+// Benchmarks and tests measure wall-clock time of real servers: std's clock is the right one here.
+#![allow(clippy::disallowed_types)]
+
 mod support;
 
 use std::cell::RefCell;

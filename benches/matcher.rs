@@ -2,6 +2,9 @@
 //! `PoolCoordinator` does per join. FIFO (every join pairs with the oldest waiter) and a rated pool
 //! with region preference (each join scans for the best partner).
 
+// Benchmarks and tests measure wall-clock time of real servers: std's clock is the right one here.
+#![allow(clippy::disallowed_types)]
+
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use matchd::node::Via;
 use matchd::protocol::{JoinRequest, UserId};

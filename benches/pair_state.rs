@@ -10,6 +10,9 @@
 //!
 //! `cargo bench --bench pair_state` for figures; `cargo test --all-targets` runs each once.
 
+// Benchmarks and tests measure wall-clock time of real servers: std's clock is the right one here.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};

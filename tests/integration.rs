@@ -1,5 +1,8 @@
 //! The integration suite: one test binary (STYLE §7), one module folder per area.
 
+// Benchmarks and tests measure wall-clock time of real servers: std's clock is the right one here.
+#![allow(clippy::disallowed_types)]
+
 mod bad_input;
 mod common;
 mod demo;
