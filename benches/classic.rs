@@ -1,6 +1,6 @@
 //! The baseline, measured beside matchd in the same run on the same machine.
 //!
-//! 1. Swipes (seeds/000): a burst of K mutual pairs whose two right swipes start at once, through
+//! 1. Swipes (the classic design): a burst of K mutual pairs whose two right swipes start at once, through
 //!    - `classic_lua`: one Lua script call per swipe in a private redis-server (check the other
 //!      side's like, record this one or the match, PUBLISH), over one pipelined connection;
 //!    - `matchd_memory`: matchd's shard actors in memory (`Node::start`, `node.swipe`);
@@ -9,7 +9,7 @@
 //!
 //!    Criterion times the bursts; afterwards a table gives swipes/s and per-swipe latency
 //!    percentiles for each design: all pairs at once, 64 pairs in flight, one pair at a time.
-//! 2. Queue (seeds/003): users join a Redis list at evenly spread moments; a poller wakes every
+//! 2. Queue (the polling design): users join a Redis list at evenly spread moments; a poller wakes every
 //!    2 s and pairs (as written: one couple per tick; "drain": all couples). Join -> published
 //!    latency percentiles. Compare with `matchd-load spin` (join -> room).
 //!
@@ -218,7 +218,7 @@ fn main() {
     }
     println!("classic match messages received by the subscriber: {}", listener.seen.borrow().len());
 
-    // seeds/003: the polling queue.
+    // The polling queue.
     let (as_written, drained) = system.block_on(async {
         let a = PollQueue::new(&redis.url(), "as_written", true).await;
         let b = PollQueue::new(&redis.url(), "drain", false).await;
@@ -237,7 +237,7 @@ fn main() {
         (as_written, drained)
     });
     println!(
-        "\npolling queue (seeds/003): {} users joining over {:?}, tick {:?}; join -> match published",
+        "\npolling queue: {} users joining over {:?}, tick {:?}; join -> match published",
         sizes.queue_users, sizes.queue_window, sizes.queue_tick
     );
     println!("{:<22} {:>8} {:>10} {:>10} {:>10} {:>9}", "variant", "paired", "p50 ms", "p99 ms", "max ms", "unpaired");

@@ -1,4 +1,4 @@
-//! The integration suite: one test binary (STYLE §7), one module folder per area.
+//! The integration suite: one test binary, one module folder per area.
 
 // Benchmarks and tests measure wall-clock time of real servers: std's clock is the right one here.
 #![allow(clippy::disallowed_types)]

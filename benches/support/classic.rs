@@ -1,10 +1,10 @@
-//! The baseline designs, written as the seeds describe them.
+//! The baseline designs, written as their authors describe them.
 //!
-//! seeds/000 ("classic"): every swipe is one Lua script call in Redis that checks whether the
+//! The classic design: every swipe is one Lua script call in Redis that checks whether the
 //! other side already liked this user, records the like or the match, and PUBLISHes the match
-//! (the seed's second script, verbatim). Decisions live in Redis; the app server is a pass-through.
+//! (its match script, verbatim). Decisions live in Redis; the app server is a pass-through.
 //!
-//! seeds/003: a queue in a Redis list (RPUSH to join); a background task wakes every 2 s, and if
+//! The polling queue: a Redis list (RPUSH to join); a background task wakes every 2 s, and if
 //! two users wait, LPOPs them, stores the room and PUBLISHes it. As written it pairs ONE couple per
 //! tick; a "drain" variant pairs every waiting couple each tick (kinder to the baseline).
 
@@ -20,7 +20,7 @@ use redis::AsyncCommands as _;
 
 use super::burst::{histogram, Outcome};
 
-/// seeds/000's MATCH_SCRIPT with the PUBLISH (KEYS: swipes:{u1}, swipes:{u2}, matches:{lo}:{hi}, channel).
+/// the classic design's match script with the PUBLISH (KEYS: swipes:{u1}, swipes:{u2}, matches:{lo}:{hi}, channel).
 pub const MATCH_SCRIPT: &str = r#"
 local user1 = KEYS[1]
 local user2 = KEYS[2]
@@ -60,7 +60,7 @@ impl ClassicSwipes {
         ClassicSwipes { conn, script: Rc::new(redis::Script::new(MATCH_SCRIPT)) }
     }
 
-    /// `u1` swipes right on `u2`, exactly as seeds/000's `swipe_right`.
+    /// `u1` swipes right on `u2`, exactly as the classic design's `swipe_right`.
     pub async fn swipe_right(&self, u1: &str, u2: &str) -> Outcome {
         let (lo, hi) = if u1 <= u2 { (u1, u2) } else { (u2, u1) };
         let mut conn = self.conn.clone();
@@ -117,13 +117,13 @@ impl Drop for Listener {
     }
 }
 
-/// seeds/003's matchmaking queue.
+/// The polling queue's matchmaking.
 #[derive(Clone)]
 pub struct PollQueue {
     conn: MultiplexedConnection,
     pub queue: String,
     pub channel: String,
-    /// As written in the seed: one pair per tick.
+    /// As the classic design writes it: one pair per tick.
     pub one_pair_per_tick: bool,
 }
 

@@ -3,8 +3,8 @@
 //! - [`burst`]: fire both swipes of many pairs at once through any swipe function, tally outcomes
 //!   and latencies; matchd's in-process `Node` as one such function.
 //! - [`redis_server`]: a private `redis-server` on a free port (panics loudly when missing).
-//! - [`classic`]: the baseline designs of seeds/000 (one Lua script call per swipe, then PUBLISH)
-//!   and seeds/003 (a Redis list polled every 2 s).
+//! - [`classic`]: the baseline designs: the classic per-swipe Lua script (one call per swipe,
+//!   then PUBLISH) and the polling queue (a Redis list polled every 2 s).
 
 #![allow(dead_code)]
 

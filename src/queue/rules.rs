@@ -32,7 +32,7 @@ pub struct PoolRules {
     pub rematch_window_ms: u64,
     /// Users who have waited this long are paired before better-scoring newcomers; none = off.
     pub priority_after_ms: Option<u64>,
-    /// Each room gets one of these, at random, as `payload.prompt` (seeds/003's questions).
+    /// Each room gets one of these, at random, as `payload.prompt` (like interview questions).
     pub prompts: Vec<String>,
     /// Static JSON merged into every room's payload.
     pub payload: serde_json::Map<String, serde_json::Value>,
