@@ -190,3 +190,93 @@ mod tests {
         assert_eq!(swipe(&mut p, 0, Direction::Right, None).reply.status, SwipeStatus::Pending);
     }
 }
+
+/// Seeded random interleavings of both sides' swipes (with retried and evicted idempotency keys)
+/// and unmatches, checked step by step against a plain model of the contract: a match exists
+/// exactly when both sides' latest swipes are right and nobody unmatched since, it is created once,
+/// and a repeated key answers what it answered the first time.
+#[cfg(test)]
+mod simulation {
+    use std::collections::VecDeque;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    const KEYS_KEPT: usize = 3;
+
+    #[derive(Default)]
+    struct Model {
+        likes: [Option<Direction>; 2],
+        active: Option<MatchId>,
+        seen: [VecDeque<(String, SwipeResponse)>; 2],
+        created: usize,
+    }
+
+    #[test]
+    fn random_interleavings_agree_with_the_model() {
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let key = PairKey::new(&UserId::parse("a").unwrap(), &UserId::parse("b").unwrap()).unwrap();
+            let mut state = PairState::default();
+            let mut model = Model::default();
+            let mut next_match = 0u32;
+            for step in 0..300 {
+                let side = rng.gen_range(0..2usize);
+                if rng.gen_bool(0.08) {
+                    // Unmatch (of the active match, or of a made-up one).
+                    let id = model.active.clone().unwrap_or_else(|| MatchId::parse("9.none").unwrap());
+                    let res = state.unmatch(&id, key.user(side));
+                    match model.active.take() {
+                        Some(_) => {
+                            assert!(matches!(res, Ok(Some(Effect::Unmatched { .. }))), "seed {seed} step {step}");
+                            model.likes = [None, None];
+                        }
+                        None => assert!(res.is_ok() || res == Err(UnmatchError::NotFound), "seed {seed} step {step}"),
+                    }
+                    continue;
+                }
+                let direction = if rng.gen_bool(0.7) { Direction::Right } else { Direction::Left };
+                // Keys come from a small space, so repeats (retries) and evicted keys both happen.
+                let id = rng.gen_bool(0.6).then(|| format!("k{}", rng.gen_range(0..6)));
+                let swipe_id = id.as_ref().map(|s| SwipeId::parse(s).unwrap());
+                let decision = state.swipe(&key, side, direction, swipe_id.as_ref(), step, KEYS_KEPT, || {
+                    next_match += 1;
+                    MatchId::parse(&format!("1.m{next_match}")).unwrap()
+                });
+                let remembered = id.as_ref().and_then(|k| model.seen[side].iter().find(|(s, _)| s == k));
+                if let Some((_, first)) = remembered {
+                    assert!(decision.replayed, "seed {seed} step {step}: a remembered key was applied again");
+                    assert_eq!(&decision.reply, first, "seed {seed} step {step}");
+                    assert!(decision.effects.is_empty());
+                    continue;
+                }
+                assert!(!decision.replayed, "seed {seed} step {step}");
+                model.likes[side] = Some(direction);
+                let expected_status = match direction {
+                    Direction::Left => SwipeStatus::Passed,
+                    Direction::Right if model.active.is_some() => SwipeStatus::Matched,
+                    Direction::Right if model.likes[1 - side] == Some(Direction::Right) => {
+                        model.created += 1;
+                        SwipeStatus::Matched
+                    }
+                    Direction::Right => SwipeStatus::Pending,
+                };
+                assert_eq!(decision.reply.status, expected_status, "seed {seed} step {step}");
+                if let Some(Effect::MatchCreated(m)) = decision.effects.first() {
+                    assert!(model.active.is_none(), "seed {seed} step {step}: a second active match");
+                    model.active = Some(m.match_id.clone());
+                }
+                assert_eq!(state.active_match().map(|m| m.match_id.clone()), model.active, "seed {seed} step {step}");
+                if let Some(k) = id {
+                    let seen = &mut model.seen[side];
+                    if seen.len() == KEYS_KEPT {
+                        seen.pop_front();
+                    }
+                    seen.push_back((k, decision.reply.clone()));
+                }
+            }
+            assert!(model.created > 0, "seed {seed} never made a match: the simulation is not exercising it");
+        }
+    }
+}

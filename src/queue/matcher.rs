@@ -363,3 +363,81 @@ mod tests {
         assert!(matches!(m.join(cand("b", 0), 0), JoinOutcome::Queued { position: 1 }));
     }
 }
+
+/// Seeded random joins and leaves against a rated, region-restricted pool: nobody is paired twice
+/// or while not waiting, every pair fits the rules, and no two users who fit each other are ever
+/// left waiting side by side (I6, for rules that do not change with time).
+#[cfg(test)]
+mod simulation {
+    use std::collections::HashSet;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn fits(rules: &PoolRules, a: &Candidate, b: &Candidate) -> bool {
+        let rating_ok = match (rules.rating_tolerance, a.rating, b.rating) {
+            (Some(t), Some(x), Some(y)) => x.abs_diff(y) <= t,
+            _ => true,
+        };
+        rating_ok && (rules.region != AttributeRule::Require || a.region == b.region)
+    }
+
+    #[test]
+    fn random_joins_and_leaves_never_strand_a_fitting_pair() {
+        let rules = PoolRules {
+            rating_tolerance: Some(100),
+            region: AttributeRule::Require,
+            rematch_window_ms: 0,
+            ..PoolRules::default()
+        };
+        for seed in 0..100u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut m = Matcher::new(rules.clone());
+            let mut waiting: HashSet<String> = HashSet::new();
+            let mut all: Vec<Candidate> = Vec::new();
+            for step in 0..400u64 {
+                if !waiting.is_empty() && rng.gen_bool(0.2) {
+                    let pick = waiting.iter().nth(rng.gen_range(0..waiting.len())).cloned().unwrap();
+                    assert!(m.leave(&UserId::parse(&pick).unwrap()), "seed {seed} step {step}");
+                    waiting.remove(&pick);
+                    continue;
+                }
+                let c = Candidate {
+                    user: UserId::parse(&format!("u{step}")).unwrap(),
+                    rating: Some(rng.gen_range(1000..1600)),
+                    region: Some(["eu", "us"][rng.gen_range(0..2)].to_string()),
+                    tags: Vec::new(),
+                    joined_ms: step,
+                };
+                all.push(c.clone());
+                match m.join(c.clone(), step) {
+                    JoinOutcome::Paired { partner, joiner } => {
+                        assert!(
+                            waiting.remove(partner.user.as_str()),
+                            "seed {seed} step {step}: partner was not waiting"
+                        );
+                        assert_eq!(joiner.user, c.user);
+                        assert!(fits(&rules, &partner, &joiner), "seed {seed} step {step}: an unfit pair");
+                    }
+                    JoinOutcome::Queued { .. } => {
+                        waiting.insert(c.user.to_string());
+                    }
+                    JoinOutcome::AlreadyWaiting { .. } => panic!("seed {seed} step {step}: a new user was waiting"),
+                }
+                assert_eq!(m.waiting(), waiting.len(), "seed {seed} step {step}");
+                let still: Vec<&Candidate> = all.iter().filter(|c| waiting.contains(c.user.as_str())).collect();
+                for (i, a) in still.iter().enumerate() {
+                    for b in &still[i + 1..] {
+                        assert!(
+                            !fits(&rules, a, b),
+                            "seed {seed} step {step}: {} and {} fit but both wait",
+                            a.user,
+                            b.user
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
