@@ -17,11 +17,17 @@ struct Claims {
     exp: Option<u64>,
 }
 
+/// Tokens already verified, so a client sending the same token on every request pays the
+/// signature check once. Bounded: cleared when it reaches this many entries.
+const VERIFIED_CACHE_MAX: usize = 100_000;
+
 /// HS256 keys plus the validation rules.
 pub struct Auth {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Token -> (subject, expiry in unix seconds): a hit is as good as a verification until `exp`.
+    verified: dashmap::DashMap<Box<str>, (UserId, Option<u64>)>,
 }
 
 impl Auth {
@@ -35,11 +41,27 @@ impl Auth {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            verified: dashmap::DashMap::new(),
         }
     }
 
     /// The user a token speaks for.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
+        if let Some(hit) = self.verified.get(token) {
+            let (user, exp) = hit.value();
+            if exp.is_none_or(|exp| unix_ms() / 1000 < exp) {
+                return Ok(user.clone());
+            }
+        }
+        let (user, exp) = self.verify_uncached(token)?;
+        if self.verified.len() >= VERIFIED_CACHE_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(Box::from(token), (user.clone(), exp));
+        Ok(user)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(UserId, Option<u64>), ApiError> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             let why = match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
@@ -48,8 +70,9 @@ impl Auth {
             };
             ApiError::Unauthorized(why.into())
         })?;
-        UserId::parse(&data.claims.sub)
-            .map_err(|e| ApiError::Unauthorized(format!("the token's subject is not a valid user id: {e}")))
+        let user = UserId::parse(&data.claims.sub)
+            .map_err(|e| ApiError::Unauthorized(format!("the token's subject is not a valid user id: {e}")))?;
+        Ok((user, data.claims.exp))
     }
 
     /// A token for `user`, valid for `ttl_secs`.
@@ -73,6 +96,24 @@ mod tests {
         assert_eq!(a.verify(&t).unwrap(), alice);
         assert!(matches!(b.verify(&t), Err(ApiError::Unauthorized(_))));
         assert!(matches!(a.verify("garbage"), Err(ApiError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn a_cached_token_still_expires() {
+        let a = Auth::new("secret-one-secret-one");
+        let alice = UserId::parse("alice").unwrap();
+        let t = a.mint(&alice, 60).unwrap();
+        assert_eq!(a.verify(&t).unwrap(), alice);
+        assert_eq!(a.verify(&t).unwrap(), alice, "served from the cache");
+        // Pretend the cached entry's expiry passed: the next check verifies again (and fails on a
+        // token that is really expired).
+        a.verified.insert(Box::from(t.as_str()), (alice.clone(), Some(1)));
+        assert_eq!(a.verify(&t).unwrap(), alice, "re-verified: the token itself is still valid");
+        let claims = Claims { sub: "alice".into(), exp: Some(unix_ms() / 1000 - 3600) };
+        let old = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret-one-secret-one"))
+            .unwrap();
+        a.verified.insert(Box::from(old.as_str()), (alice.clone(), claims.exp));
+        assert!(a.verify(&old).is_err(), "an expired cached token is refused");
     }
 
     #[test]
