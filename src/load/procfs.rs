@@ -44,12 +44,13 @@ mod tests {
     #[test]
     fn cpu_time_is_read_from_schedstat() {
         assert_eq!(parse_schedstat("123456 789 10\n"), Some(123456));
-        let before = cpu_time(std::process::id()).unwrap();
+        // Only live threads count, and other tests' threads come and go meanwhile, so the total is
+        // not monotonic here: check that it is read at all.
         let mut x = 0u64;
         for i in 0..2_000_000u64 {
             x = x.wrapping_add(std::hint::black_box(i));
         }
-        assert!(x > 0 && cpu_time(std::process::id()).unwrap() > before);
+        assert!(x > 0 && cpu_time(std::process::id()).unwrap() > Duration::ZERO);
     }
 
     #[test]
