@@ -12,13 +12,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::actions::{self, Swipe};
-use super::{check_fraction, first_fraction, open_streams, wait_for, Env, Recorder, StreamSpec, GRACE};
+use super::{check_fraction, first_fraction, open_streams, wait_for, Env, Recorder, StreamSpec};
 use crate::load::cli::DeliveryArgs;
 use crate::load::error::LoadError;
 use crate::load::history::{History, StreamRecord, Transport};
 use crate::load::report::Report;
 use crate::load::stats::Latency;
-use crate::load::stream;
 use crate::load::wire::EventBody;
 use crate::load::workers::{self, WorkerCtx};
 
@@ -182,24 +181,7 @@ async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: Worke
     rec.span("swipes", start, Instant::now());
     rec.add("pairs", my_pairs.len() as u64);
 
-    let matched: std::collections::HashSet<&str> = rec
-        .history
-        .swipes
-        .iter()
-        .filter_map(|s| s.answer.as_ref()?.match_.as_ref())
-        .flat_map(|m| m.users.iter().map(String::as_str))
-        .collect();
-    wait_for(env.settle_deadline(), || {
-        streams.iter().all(|s| {
-            let r = s.record.borrow();
-            r.lost.is_some()
-                || !matched.contains(r.user.as_str())
-                || r.events.iter().any(|e| matches!(e.body, EventBody::Match { .. }))
-        })
-    })
-    .await;
-    tokio::time::sleep(GRACE).await;
-    stop.send_replace(true);
-    rec.history.streams.extend(stream::finish(streams).await);
+    // Every connected user of a matched pair must hear of it; wait for that, then a little longer.
+    super::settle_match_events(&env, &mut rec, streams, &stop).await;
     Ok(rec)
 }

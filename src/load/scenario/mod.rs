@@ -187,6 +187,36 @@ pub async fn open_streams(
 }
 
 /// Polls `done` until it holds or `until` passes. Returns whether it held.
+/// Waits until every open stream of a user whose pair matched (per the recorded answers) has its
+/// `match` event (or the settle deadline passes), lets late duplicates arrive for `GRACE`, then
+/// closes the streams and records what each saw.
+pub async fn settle_match_events(
+    env: &Env,
+    rec: &mut Recorder,
+    streams: Vec<crate::load::stream::StreamHandle>,
+    stop: &tokio::sync::watch::Sender<bool>,
+) {
+    let matched: std::collections::HashSet<&str> = rec
+        .history
+        .swipes
+        .iter()
+        .filter_map(|s| s.answer.as_ref()?.match_.as_ref())
+        .flat_map(|m| m.users.iter().map(String::as_str))
+        .collect();
+    wait_for(env.settle_deadline(), || {
+        streams.iter().all(|s| {
+            let r = s.record.borrow();
+            r.lost.is_some()
+                || !matched.contains(r.user.as_str())
+                || r.events.iter().any(|e| matches!(e.body, crate::load::wire::EventBody::Match { .. }))
+        })
+    })
+    .await;
+    tokio::time::sleep(GRACE).await;
+    stop.send_replace(true);
+    rec.history.streams.extend(crate::load::stream::finish(streams).await);
+}
+
 pub async fn wait_for(until: Instant, mut done: impl FnMut() -> bool) -> bool {
     loop {
         if done() {

@@ -15,14 +15,11 @@ use tokio::time::Instant;
 use super::actions::{self, Swipe};
 use super::{
     check_fraction, first_fraction, note_cpu, open_streams, picked, report_cpu, wait_for, Env, Recorder, StreamSpec,
-    GRACE,
 };
 use crate::load::cli::SwipesArgs;
 use crate::load::error::LoadError;
 use crate::load::history::{StreamRecord, Transport};
 use crate::load::report::Report;
-use crate::load::stream;
-use crate::load::wire::EventBody;
 use crate::load::workers::{self, WorkerCtx};
 
 /// One unit of work: a pair's two swipes (plus retries), or one noise swipe.
@@ -243,24 +240,6 @@ async fn worker(env: Arc<Env>, args: Arc<SwipesArgs>, ctx: WorkerCtx) -> Result<
     note_cpu(&env, &ctx, &mut rec, "swipes", "end")?;
 
     // Every connected user of a matched pair must hear of it; wait for that, then a little longer.
-    let matched_users: std::collections::HashSet<&str> = rec
-        .history
-        .swipes
-        .iter()
-        .filter_map(|s| s.answer.as_ref()?.match_.as_ref())
-        .flat_map(|m| m.users.iter().map(String::as_str))
-        .collect();
-    wait_for(env.settle_deadline(), || {
-        streams.iter().all(|s| {
-            let r = s.record.borrow();
-            r.lost.is_some()
-                || !matched_users.contains(r.user.as_str())
-                || r.events.iter().any(|e| matches!(e.body, EventBody::Match { .. }))
-        })
-    })
-    .await;
-    tokio::time::sleep(GRACE).await;
-    stop.send_replace(true);
-    rec.history.streams.extend(stream::finish(streams).await);
+    super::settle_match_events(&env, &mut rec, streams, &stop).await;
     Ok(rec)
 }
