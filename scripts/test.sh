@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the system packages the tests start
-# (redis-server, nginx, chromium + chromedriver) when they are missing, checks formatting and
+# (redis-server, chromium + chromedriver) when they are missing, checks formatting and
 # lints, then runs every test. Nothing is skipped: a test whose server cannot start fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
