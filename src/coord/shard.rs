@@ -395,11 +395,13 @@ impl PairShard {
         let entries: Vec<OutboxEntry> = match effect {
             Effect::MatchCreated(m) => {
                 METRICS.matches.inc();
-                self.notify(WebhookEvent::new(
-                    format!("match.created:{}", m.match_id),
-                    "match.created",
-                    serde_json::json!({ "match": &m }),
-                ));
+                self.notify(|| {
+                    WebhookEvent::new(
+                        format!("match.created:{}", m.match_id),
+                        "match.created",
+                        serde_json::json!({ "match": &m }),
+                    )
+                });
                 self.match_pairs.insert(m.match_id.clone(), key.clone());
                 if let Some(d) = self.durable.as_mut() {
                     d.next.match_keys.push((m.match_id.clone(), key.clone()));
@@ -416,11 +418,13 @@ impl PairShard {
             }
             Effect::Unmatched { match_, by } => {
                 METRICS.unmatches.inc();
-                self.notify(WebhookEvent::new(
-                    format!("match.ended:{}", match_.match_id),
-                    "match.ended",
-                    serde_json::json!({ "match_id": &match_.match_id, "users": &match_.users, "by": &by }),
-                ));
+                self.notify(|| {
+                    WebhookEvent::new(
+                        format!("match.ended:{}", match_.match_id),
+                        "match.ended",
+                        serde_json::json!({ "match_id": &match_.match_id, "users": &match_.users, "by": &by }),
+                    )
+                });
                 match_
                     .users
                     .iter()
@@ -437,10 +441,12 @@ impl PairShard {
     }
 
     /// Tells the app's backend about a decision: now in memory, after the batch is stored with Redis.
-    pub(crate) fn notify(&mut self, event: WebhookEvent) {
+    /// The event is only built when webhooks are on.
+    pub(crate) fn notify(&mut self, event: impl FnOnce() -> WebhookEvent) {
         if !self.webhooks.enabled() {
             return;
         }
+        let event = event();
         match self.durable.as_mut() {
             None => self.webhooks.send(event),
             Some(d) => d.next.webhooks.push(event),

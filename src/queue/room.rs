@@ -60,12 +60,7 @@ impl PairShard {
             return None;
         }
         state.closed = Some(Closed { at_ms: unix_ms(), requeued });
-        let closed_by = (why.leaver != "server_restart").then(|| state.room.users[leaver].clone());
-        let webhook = WebhookEvent::new(
-            format!("room.closed:{room_id}"),
-            "room.closed",
-            serde_json::json!({ "room_id": room_id, "users": &state.room.users, "reason": why.leaver, "by": closed_by }),
-        );
+        let users = state.room.users.clone();
         METRICS.rooms_closed.with_label_values(&[why.leaver]).inc();
         let entries = state
             .room
@@ -84,7 +79,14 @@ impl PairShard {
             .collect();
         self.mark_dirty(&key);
         self.owe(&key, entries);
-        self.notify(webhook);
+        self.notify(|| {
+            let closed_by = (why.leaver != "server_restart").then(|| users[leaver].clone());
+            WebhookEvent::new(
+                format!("room.closed:{room_id}"),
+                "room.closed",
+                serde_json::json!({ "room_id": room_id, "users": &users, "reason": why.leaver, "by": closed_by }),
+            )
+        });
         Some(requeued[leaver])
     }
 
@@ -108,11 +110,13 @@ impl PairShard {
             })
             .collect();
         self.index_room(&room.room_id, &key);
-        self.notify(WebhookEvent::new(
-            format!("room.created:{}", room.room_id),
-            "room.created",
-            serde_json::json!({ "room": &room }),
-        ));
+        self.notify(|| {
+            WebhookEvent::new(
+                format!("room.created:{}", room.room_id),
+                "room.created",
+                serde_json::json!({ "room": &room }),
+            )
+        });
         let incarnation = self.incarnation;
         self.rooms.entry(key.clone()).or_default().push(RoomState { room, tickets, closed: None, incarnation });
         self.mark_dirty(&key);
