@@ -21,6 +21,8 @@ pub const ENV_SHARDS: &str = "MATCHD_SHARDS";
 pub const ENV_WORKERS: &str = "MATCHD_WORKERS";
 pub const ENV_LOG_FORMAT: &str = "MATCHD_LOG_FORMAT";
 pub const ENV_CORS_ORIGINS: &str = "MATCHD_CORS_ORIGINS";
+pub const ENV_CLUSTER: &str = "MATCHD_CLUSTER";
+pub const ENV_ADVERTISE: &str = "MATCHD_ADVERTISE";
 pub const ENV_WEBHOOK_URL: &str = "MATCHD_WEBHOOK_URL";
 pub const ENV_WEBHOOK_SECRET: &str = "MATCHD_WEBHOOK_SECRET";
 
@@ -66,6 +68,12 @@ pub struct Cli {
     #[arg(long = "cors-origin", env = ENV_CORS_ORIGINS, value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// URL that receives webhooks (match created/ended, room created/closed) [default: none]
+    /// Several active nodes on one Redis (needs --redis): slots spread over the live members.
+    #[arg(long, env = ENV_CLUSTER)]
+    pub cluster: bool,
+    /// The base URL other nodes reach this one at (cluster mode); default `http://<listen>`.
+    #[arg(long, env = ENV_ADVERTISE)]
+    pub advertise: Option<String>,
     #[arg(long, env = ENV_WEBHOOK_URL)]
     pub webhook_url: Option<String>,
     /// HMAC-SHA256 secret signing webhook bodies (X-Matchd-Signature); required with --webhook-url
@@ -216,6 +224,8 @@ struct FileConfig {
     timeouts: Timeouts,
     allow_dynamic_pools: Option<bool>,
     pools: HashMap<String, PoolRules>,
+    cluster: Option<bool>,
+    advertise: Option<String>,
 }
 
 /// Log output style.
@@ -249,6 +259,15 @@ pub struct Config {
     /// no CORS headers at all, so only same-origin pages (such as the dev demo at `/`) can call it.
     pub cors_origins: Vec<String>,
     pub webhooks: Webhooks,
+    /// Cluster mode: several active nodes share Redis (see `cluster`); `None` = one active node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Base URL (`http://host:port`) the other nodes use to forward actions and streams here.
+    pub advertise: String,
 }
 
 /// A configuration problem, reported as one line before exit.
@@ -294,6 +313,7 @@ impl Default for Config {
             allow_dynamic_pools: true,
             cors_origins: Vec::new(),
             webhooks: Webhooks::default(),
+            cluster: None,
         }
     }
 }
@@ -342,7 +362,16 @@ impl Config {
                 })
             }
         };
+        let cluster = (cli.cluster || file.cluster.unwrap_or(false)).then(|| ClusterConfig {
+            advertise: cli
+                .advertise
+                .or(file.advertise)
+                .unwrap_or_else(|| format!("http://{listen}"))
+                .trim_end_matches('/')
+                .to_string(),
+        });
         let config = Config {
+            cluster,
             listen,
             redis: cli.redis.or(file.redis).filter(|s| !s.is_empty()),
             jwt_secret: cli.jwt_secret.or(file.jwt_secret).filter(|s| !s.is_empty()),
@@ -390,6 +419,15 @@ impl Config {
         if let Some(secret) = &self.jwt_secret {
             if secret.len() < 16 {
                 return bad("jwt_secret", "must be at least 16 bytes");
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            if self.redis.is_none() {
+                return bad("cluster", "needs --redis: the members share state and membership through it");
+            }
+            let rest = cluster.advertise.strip_prefix("http://").unwrap_or("");
+            if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) || rest.starts_with("0.0.0.0") {
+                return bad("advertise", "must be http://host:port, reachable by the other nodes (not 0.0.0.0)");
             }
         }
         if let Some(url) = &self.redis {

@@ -69,6 +69,21 @@ impl ApiError {
         ApiError::Unavailable("the server is shutting down; nothing was changed, retry on another node".into())
     }
 
+    /// The error another node answered with (`code` and `message` of its body).
+    pub fn from_code(code: &str, message: String) -> ApiError {
+        match code {
+            "bad_request" => ApiError::BadRequest(message),
+            "invalid_user" => ApiError::InvalidUser(message),
+            "self_swipe" => ApiError::SelfSwipe,
+            "unauthorized" => ApiError::Unauthorized(message),
+            "forbidden" => ApiError::Forbidden(message),
+            "not_found" => ApiError::NotFound(message),
+            "conflict" => ApiError::Conflict(message),
+            "rate_limited" => ApiError::RateLimited(1),
+            _ => ApiError::Unavailable(message),
+        }
+    }
+
     /// The JSON body, also used for WebSocket error frames.
     pub fn body_json(&self) -> String {
         let body = ErrorBody { error: ErrorInner { code: self.code(), message: self.to_string() } };

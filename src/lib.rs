@@ -7,6 +7,7 @@
 //! - [`queue`]: spin pools (`PoolCoordinator`), pairing rules, rooms, skip and presence.
 //! - [`session`]: per-user event logs and fan-out (`UserShard`), resume, the user's match index.
 //! - [`transport`]: WebSocket and SSE session actors (framing, heartbeats, outboxes).
+//! - [`cluster`]: several active nodes on one Redis: membership, slot owners, forwarding.
 //! - [`persist`]: Redis persistence (group commit, fenced batches, the ownership lease, records,
 //!   keys); absent = in memory.
 //! - [`http`]: the route table, extractors and handlers.
@@ -22,6 +23,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod coord;
 pub mod error;

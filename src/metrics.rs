@@ -58,6 +58,17 @@ pub struct Metrics {
     pub cache_evictions: IntCounterVec,
     /// 1 while this node holds the ownership lease (Redis mode).
     pub lease_held: IntGauge,
+    /// Cluster mode: live members this node sees.
+    pub cluster_members: IntGauge,
+    /// Cluster mode: slots this node took over (claimed) since it started.
+    pub ownership_changes: IntCounter,
+    /// Cluster mode: actions and internal messages sent to the owning node, by kind and result.
+    pub forwarded: IntCounterVec,
+    /// Cluster mode: round trip of a forwarded call.
+    pub forward_seconds: prometheus::Histogram,
+    /// Cluster mode: from an event's creation on its owner to its relay by the node holding the
+    /// connection (wall clocks of the two nodes).
+    pub cross_node_delivery_seconds: prometheus::Histogram,
     /// Webhook deliveries by result (`delivered`, `retried`, `gave_up`, `dropped_overload`).
     pub webhooks: IntCounterVec,
     /// Internal consistency checks that failed (should stay 0; alert on any).
@@ -133,6 +144,26 @@ impl Metrics {
                 &["kind"],
             )?,
             lease_held: IntGauge::new("matchd_lease_held", "1 while this node holds the ownership lease")?,
+            cluster_members: IntGauge::new("matchd_cluster_members", "Live cluster members this node sees")?,
+            ownership_changes: IntCounter::new(
+                "matchd_ownership_changes_total",
+                "Slots this node took over since it started",
+            )?,
+            forwarded: IntCounterVec::new(
+                Opts::new("matchd_forwarded_total", "Calls forwarded to the owning node"),
+                &["kind", "result"],
+            )?,
+            forward_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new("matchd_forward_seconds", "Round trip of a call forwarded to the owning node")
+                    .buckets(latency_buckets()),
+            )?,
+            cross_node_delivery_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "matchd_cross_node_delivery_seconds",
+                    "Event creation on its owner to relay by the node holding the connection",
+                )
+                .buckets(latency_buckets()),
+            )?,
             webhooks: IntCounterVec::new(
                 Opts::new("matchd_webhooks_total", "Webhook deliveries by result"),
                 &["result"],
@@ -162,6 +193,11 @@ impl Metrics {
         m.registry.register(Box::new(m.invariant_violations.clone()))?;
         m.registry.register(Box::new(m.webhooks.clone()))?;
         m.registry.register(Box::new(m.lease_held.clone()))?;
+        m.registry.register(Box::new(m.cluster_members.clone()))?;
+        m.registry.register(Box::new(m.ownership_changes.clone()))?;
+        m.registry.register(Box::new(m.forwarded.clone()))?;
+        m.registry.register(Box::new(m.forward_seconds.clone()))?;
+        m.registry.register(Box::new(m.cross_node_delivery_seconds.clone()))?;
         m.registry.register(Box::new(m.cache_evictions.clone()))?;
         m.registry.register(Box::new(m.persist_round_trips.clone()))?;
         m.registry.register(Box::new(m.persist_commands.clone()))?;
@@ -247,6 +283,10 @@ mod tests {
             "matchd_errors_total",
             "matchd_action_seconds",
             "matchd_lease_held",
+            "matchd_cluster_members",
+            "matchd_ownership_changes_total",
+            "matchd_forward_seconds",
+            "matchd_cross_node_delivery_seconds",
             "matchd_webhooks_total",
             "matchd_cache_evictions_total",
             "matchd_invariant_violations_total",

@@ -7,22 +7,27 @@ use std::sync::Arc;
 
 use actix::{Actor, Arbiter};
 
+use futures_util::future::LocalBoxFuture;
+
 use crate::auth::Auth;
+use crate::cluster::forward::{dispatch, flatten, Call, Forwarder, LocalExecutor};
+use crate::cluster::{Membership, Role, Route};
 use crate::config::Config;
 use crate::coord::messages::{Swipe, Unmatch};
 use crate::coord::shard::PairShard;
 use crate::coord::shard::ResetCache;
+use crate::coord::slot::{pair_slot, user_slot};
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::limiter::RateLimiter;
 use crate::metrics::METRICS;
-use crate::persist::{Durability, DurabilityFactory, Lease, RedisStore, StoreError};
+use crate::persist::{Durability, DurabilityFactory, Fence, Lease, RedisStore, StoreError};
 use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolName, PoolStatus, RoomId, SkipResponse};
 use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId};
 use crate::queue::messages::{GetStatus, Join, Leave, Skip};
 use crate::queue::PoolRouter;
-use crate::session::messages::ListMatches;
-use crate::session::user_shard::{Links, UserShard, Wire};
+use crate::session::messages::{ListMatches, SessionHandle, Subscribe, Unsubscribe};
+use crate::session::user_shard::{Links, Rehome, UserShard, Wire};
 use crate::session::UserRouter;
 use crate::webhook::WebhookSender;
 
@@ -51,8 +56,17 @@ pub struct NodeInner {
     arbiters: Vec<Arbiter>,
     /// A connection for readiness checks and the lease (Redis mode).
     probe: Option<RedisStore>,
-    /// The ownership lease this node writes under (Redis mode).
+    /// The ownership lease this node writes under (Redis mode, one active node).
     lease: Option<Lease>,
+    /// Cluster mode: who owns what, and how to reach them.
+    pub forwarder: Option<Forwarder>,
+}
+
+/// How a connection gets its user's events: from this node's user shard, or relayed from the
+/// owning node's (cluster mode).
+pub enum Subscription {
+    Local,
+    Remote(tokio::task::JoinHandle<()>),
 }
 
 impl Drop for NodeInner {
@@ -92,15 +106,30 @@ impl Node {
     pub fn start(config: Config) -> Result<Node, StoreError> {
         // Each shard gets its own Redis connection, created on its own thread's runtime.
         let redis_url = config.redis.clone();
-        let lease = redis_url.as_ref().map(|_| Lease::new(&config.node_id, config.lease_ttl()));
+        let membership = match (&config.cluster, &redis_url) {
+            (Some(cluster), Some(_)) => Some(Membership::new(&config.node_id, &cluster.advertise, config.lease_ttl())),
+            _ => None,
+        };
+        let lease = match (&redis_url, &membership) {
+            (Some(_), None) => Some(Lease::new(&config.node_id, config.lease_ttl())),
+            _ => None,
+        };
+        let forwarder = membership
+            .as_ref()
+            .map(|m| Forwarder::new(m.clone(), cluster_key(config.secret().as_bytes()), config.action_timeout()));
         let store_for = {
             let (url, timeout, max) = (redis_url.clone(), config.persist_timeout(), config.limits.persist_batch_max);
             let idle_ms = config.timeouts.cache_idle_ms;
-            let lease = lease.clone();
-            let factory: DurabilityFactory = Arc::new(move || -> Option<Durability> {
-                let (url, lease) = (url.as_deref()?, lease.clone()?);
+            let (lease, membership) = (lease.clone(), membership.clone());
+            let factory: DurabilityFactory = Arc::new(move |role: Role| -> Option<Durability> {
+                let url = url.as_deref()?;
+                let fence = match (&lease, &membership) {
+                    (Some(lease), _) => Fence::Lease(lease.clone()),
+                    (None, Some(membership)) => Fence::Cluster { membership: membership.clone(), role },
+                    (None, None) => return None,
+                };
                 match RedisStore::connect_lazy(url, timeout) {
-                    Ok(store) => Some(Durability { store, max_batch: max, lease, idle_ms }),
+                    Ok(store) => Some(Durability { store, max_batch: max, fence, idle_ms }),
                     Err(e) => {
                         // Checked below before any shard starts, so this cannot happen.
                         tracing::error!(error = %e, "redis client could not be created");
@@ -124,10 +153,11 @@ impl Node {
                     let (limits, node_id, grace) = (config.limits.clone(), node_id.clone(), config.presence_grace());
                     let store_for = store_for.clone();
                     UserShard::start_in_arbiter(&a.handle(), move |_| {
-                        UserShard::new(limits, node_id, grace, store_for())
+                        UserShard::new(limits, node_id, grace, store_for(Role::Users))
                     })
                 })
                 .collect(),
+            forwarder.clone(),
         );
         let pairs = ShardRouter::new(
             arbiters
@@ -137,10 +167,11 @@ impl Node {
                     let (limits, users, shards) = (config.limits.clone(), users.clone(), config.shards);
                     let (store_for, webhooks) = (store_for.clone(), webhooks.clone());
                     PairShard::start_in_arbiter(&a.handle(), move |_| {
-                        PairShard::new(i, shards, users, limits, store_for(), webhooks)
+                        PairShard::new(i, shards, users, limits, store_for(Role::Pairs), webhooks)
                     })
                 })
                 .collect(),
+            forwarder.clone(),
         );
         let pools = PoolRouter::new(
             &config,
@@ -148,7 +179,14 @@ impl Node {
             pairs.clone(),
             users.clone(),
             store_for.clone(),
+            forwarder.clone(),
         );
+        if let Some(f) = &forwarder {
+            let (pairs, users, pools) = (pairs.clone(), users.clone(), pools.clone());
+            let timeout = config.action_timeout();
+            let local: LocalExecutor = Arc::new(move |call| execute_local(&pairs, &users, &pools, timeout, call));
+            f.set_local(local);
+        }
         arbiters.extend(webhook_thread);
         for shard in users.all() {
             shard.do_send(Wire(Links { pairs: pairs.clone(), pools: pools.clone() }));
@@ -174,55 +212,95 @@ impl Node {
                 arbiters,
                 probe,
                 lease,
+                forwarder,
             }),
         })
     }
 
-    /// With Redis: acquires the ownership lease and keeps it (see `persist::lease`). Each new
-    /// tenure first makes every shard drop its cache. Runs on the calling actix system; returns
-    /// once the first attempt was answered (or the persistence timeout passed).
+    /// With Redis: acquires the ownership lease and keeps it (see `persist::lease`), or in cluster
+    /// mode joins the members (see `cluster::membership`). Each new tenure or view first makes
+    /// every actor drop what it cached. Runs on the calling actix system; returns once the first
+    /// attempt was answered (or the persistence timeout passed).
     pub async fn keep_lease(&self) {
-        let (Some(lease), Some(store)) = (self.lease.clone(), self.probe.clone()) else { return };
+        let Some(store) = self.probe.clone() else { return };
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-        let (pairs, users) = (self.pairs.clone(), self.users.clone());
-        actix_rt::spawn(lease.keep(
-            store,
-            move || {
-                let (pairs, users) = (pairs.clone(), users.clone());
-                async move {
-                    for shard in pairs.all() {
-                        let _ = shard.send(ResetCache).await;
+        let (pairs, users, pools) = (self.pairs.clone(), self.users.clone(), self.pools.clone());
+        if let Some(membership) = self.membership().cloned() {
+            let me = membership.clone();
+            actix_rt::spawn(membership.keep(
+                store,
+                move |change| {
+                    let (pairs, users, pools, me) = (pairs.clone(), users.clone(), pools.clone(), me.clone());
+                    async move {
+                        pools.retire_unowned(|slot| change.table.owned_by(slot, me.node_id()));
+                        for shard in users.all() {
+                            let _ =
+                                shard.send(Rehome { table: change.table.clone(), new_tenure: change.new_tenure }).await;
+                        }
+                        for shard in pairs.all() {
+                            let _ = shard.send(ResetCache).await;
+                        }
+                        for pool in pools.all() {
+                            let _ = pool.send(ResetCache).await;
+                        }
                     }
-                    for shard in users.all() {
-                        let _ = shard.send(ResetCache).await;
+                },
+                Some(first_tx),
+            ));
+        } else if let Some(lease) = self.lease.clone() {
+            actix_rt::spawn(lease.keep(
+                store,
+                move || {
+                    let (pairs, users) = (pairs.clone(), users.clone());
+                    async move {
+                        for shard in pairs.all() {
+                            let _ = shard.send(ResetCache).await;
+                        }
+                        for shard in users.all() {
+                            let _ = shard.send(ResetCache).await;
+                        }
                     }
-                }
-            },
-            Some(first_tx),
-        ));
+                },
+                Some(first_tx),
+            ));
+        } else {
+            return;
+        }
         let _ = tokio::time::timeout(self.config.persist_timeout() * 2, first_rx).await;
     }
 
-    /// Gives up the lease at shutdown (Redis mode), after the shards have written what they owed.
+    /// Gives up the lease, or leaves the cluster, at shutdown (Redis mode), after the shards have
+    /// written what they owed.
     pub async fn release_lease(&self) {
-        if let (Some(lease), Some(store)) = (&self.lease, &self.probe) {
+        let Some(store) = &self.probe else { return };
+        if let Some(lease) = &self.lease {
             lease.release(store).await;
+        }
+        if let Some(m) = self.membership() {
+            m.leave(store).await;
         }
     }
 
-    /// Whether persistence answers and this node holds the lease (always true in memory mode).
+    /// Whether persistence answers and this node may act: it holds the lease, or (cluster mode)
+    /// it is a settled member. Always true in memory mode.
     pub async fn persistence_ready(&self) -> Result<(), StoreError> {
-        match (&self.probe, &self.lease) {
-            (Some(store), Some(lease)) => {
-                store.ping().await?;
-                if lease.held() {
-                    Ok(())
-                } else {
-                    Err(StoreError::Fenced)
-                }
-            }
-            _ => Ok(()),
+        let Some(store) = &self.probe else { return Ok(()) };
+        store.ping().await?;
+        let active = match (&self.lease, self.membership()) {
+            (Some(lease), _) => lease.held(),
+            (None, Some(m)) => m.is_active(),
+            (None, None) => true,
+        };
+        if active {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced)
         }
+    }
+
+    /// The cluster membership, in cluster mode.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.forwarder.as_ref().map(Forwarder::membership)
     }
 
     pub fn next_session_id(&self) -> u64 {
@@ -237,6 +315,35 @@ impl Node {
         ApiError::Unavailable(
             "the action timed out inside the server; its outcome is unknown, retry with the same swipe_id".into(),
         )
+    }
+
+    /// Registers a connection of `user` with the user's owner: this node's user shard, or the
+    /// owning node's, relayed (cluster mode).
+    pub async fn subscribe(
+        &self,
+        user: &UserId,
+        session: SessionHandle,
+        since: Option<u64>,
+    ) -> Result<Subscription, ApiError> {
+        if let Some(f) = &self.forwarder {
+            if let Route::Remote(peer) = f.route(user_slot(user))? {
+                let relay = crate::cluster::remote_stream::open(f, &peer, user, since, session.recipient).await?;
+                return Ok(Subscription::Remote(relay));
+            }
+        }
+        self.users.for_user(user).send(Subscribe { user: user.clone(), session, since }).await??;
+        Ok(Subscription::Local)
+    }
+
+    /// The connection `session_id` of `user` is gone.
+    pub fn unsubscribe(&self, user: &UserId, session_id: u64, subscription: Subscription) {
+        match subscription {
+            Subscription::Local => {
+                self.users.for_user(user).do_send(Unsubscribe { user: user.clone(), session_id });
+            }
+            // Ending the relay closes its stream at the owner, which unsubscribes it there.
+            Subscription::Remote(relay) => relay.abort(),
+        }
     }
 
     /// `actor` swipes per `req`.
@@ -259,13 +366,15 @@ impl Node {
             swipe_id: req.swipe_id,
             request_id,
         };
-        let res =
-            self.pairs.for_pair(actor, &req.target).send(msg).timeout(self.config.action_timeout()).await.map_err(
-                |e| match e {
-                    actix::MailboxError::Timeout => Self::timed_out(),
-                    other => ApiError::from(other),
-                },
-            )?;
+        let slot = pair_slot(actor, &req.target);
+        let (addr, timeout) = (self.pairs.for_slot(slot).clone(), self.config.action_timeout());
+        let local = |m| async move {
+            addr.send(m).timeout(timeout).await.map_err(|e| match e {
+                actix::MailboxError::Timeout => Self::timed_out(),
+                other => ApiError::from(other),
+            })?
+        };
+        let res = dispatch(self.forwarder.as_ref(), slot, msg, local, Call::Swipe).await;
         timer.observe_duration();
         res
     }
@@ -281,22 +390,20 @@ impl Node {
         let _timer = METRICS.action_seconds.with_label_values(&["unmatch", via.as_str()]).start_timer();
         self.limiter.check(actor)?;
         let slot = match_id.slot().ok_or_else(|| ApiError::NotFound(format!("no match {match_id}")))?;
-        self.pairs
-            .for_slot(slot)
-            .send(Unmatch { by: actor.clone(), match_id, request_id })
-            .timeout(self.config.action_timeout())
-            .await??;
+        let (addr, timeout) = (self.pairs.for_slot(slot).clone(), self.config.action_timeout());
+        let msg = Unmatch { by: actor.clone(), match_id, request_id };
+        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        dispatch::<_, (), _>(self.forwarder.as_ref(), slot, msg, local, Call::Unmatch).await?;
         Ok(UnmatchResponse { status: "unmatched".into() })
     }
 
     /// `actor`'s active matches.
     pub async fn matches(&self, actor: &UserId) -> Result<MatchesResponse, ApiError> {
-        let mut matches = self
-            .users
-            .for_user(actor)
-            .send(ListMatches { user: actor.clone() })
-            .timeout(self.config.action_timeout())
-            .await??;
+        let (addr, timeout) = (self.users.for_user(actor).clone(), self.config.action_timeout());
+        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let msg = ListMatches { user: actor.clone() };
+        let mut matches: Vec<crate::protocol::Match> =
+            dispatch(self.forwarder.as_ref(), user_slot(actor), msg, local, Call::ListMatches).await?;
         matches.sort_by_key(|m| m.created_at);
         Ok(MatchesResponse { matches })
     }
@@ -306,22 +413,26 @@ impl Node {
         let _timer = METRICS.action_seconds.with_label_values(&["join_queue", via.as_str()]).start_timer();
         ticket.validate().map_err(ApiError::BadRequest)?;
         self.join_limiter.check(actor)?;
-        self.users
-            .for_user(actor)
-            .send(Join { user: actor.clone(), ticket })
-            .timeout(self.config.action_timeout())
-            .await?
+        let (addr, timeout) = (self.users.for_user(actor).clone(), self.config.action_timeout());
+        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let msg = Join { user: actor.clone(), ticket };
+        dispatch(self.forwarder.as_ref(), user_slot(actor), msg, local, Call::Join).await
     }
 
     /// `actor` leaves whatever queue they wait in.
     pub async fn leave_queue(&self, actor: &UserId, via: Via) -> Result<LeaveResponse, ApiError> {
         let _timer = METRICS.action_seconds.with_label_values(&["leave_queue", via.as_str()]).start_timer();
-        self.users.for_user(actor).send(Leave { user: actor.clone() }).timeout(self.config.action_timeout()).await?
+        let (addr, timeout) = (self.users.for_user(actor).clone(), self.config.action_timeout());
+        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let msg = Leave { user: actor.clone() };
+        dispatch(self.forwarder.as_ref(), user_slot(actor), msg, local, Call::Leave).await
     }
 
     /// How many wait in `pool`, and the estimated wait.
     pub async fn pool_status(&self, pool: &PoolName) -> Result<PoolStatus, ApiError> {
-        Ok(self.pools.get(pool)?.send(GetStatus).timeout(self.config.action_timeout()).await?)
+        tokio::time::timeout(self.config.action_timeout(), self.pools.status(pool))
+            .await
+            .map_err(|_| Self::timed_out())?
     }
 
     /// `actor` skips `room_id`; `requeue` (default true) puts them back in line.
@@ -336,17 +447,103 @@ impl Node {
         let _timer = METRICS.action_seconds.with_label_values(&["skip", via.as_str()]).start_timer();
         self.skip_limiter.check(actor)?;
         let slot = room_id.slot().ok_or_else(|| ApiError::NotFound(format!("no room {room_id}")))?;
-        let mut res = self
-            .pairs
-            .for_slot(slot)
-            .send(Skip { by: actor.clone(), room_id, requeue, request_id })
-            .timeout(self.config.action_timeout())
-            .await??;
+        let (addr, timeout) = (self.pairs.for_slot(slot).clone(), self.config.action_timeout());
+        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let msg = Skip { by: actor.clone(), room_id, requeue, request_id };
+        let mut res: SkipResponse = dispatch(self.forwarder.as_ref(), slot, msg, local, Call::Skip).await?;
         if res.requeued && !requeue {
             // The partner closed the room first and we were requeued with them; honour our choice.
             self.leave_queue(actor, via).await?;
             res.requeued = false;
         }
         Ok(res)
+    }
+}
+
+/// The key nodes of one cluster prove themselves with on internal calls: derived from the shared
+/// JWT secret, so it needs no configuration of its own and never travels to clients.
+fn cluster_key(secret: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, b"matchd-cluster-internal-calls");
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a forwarded call on this node's own actors (the receiver checked it owns the slot).
+pub fn execute_local(
+    pairs: &ShardRouter,
+    users: &UserRouter,
+    pools: &PoolRouter,
+    timeout: std::time::Duration,
+    call: Call,
+) -> LocalBoxFuture<'static, Result<serde_json::Value, ApiError>> {
+    fn answer<T: serde::Serialize>(res: Result<T, ApiError>) -> Result<serde_json::Value, ApiError> {
+        res.and_then(|v| serde_json::to_value(v).map_err(|e| ApiError::Unavailable(e.to_string())))
+    }
+    fn done() -> LocalBoxFuture<'static, Result<serde_json::Value, ApiError>> {
+        Box::pin(std::future::ready(Ok(serde_json::Value::Null)))
+    }
+    match call {
+        Call::Swipe(m) => {
+            let addr = pairs.for_pair(&m.from, &m.to).clone();
+            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+        }
+        Call::Unmatch(m) => {
+            let addr = pairs.for_slot(m.match_id.slot().unwrap_or(0)).clone();
+            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+        }
+        Call::Skip(m) => {
+            let addr = pairs.for_slot(m.room_id.slot().unwrap_or(0)).clone();
+            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+        }
+        Call::CreateRoom(m) => {
+            let addr = pairs.for_pair(&m.room.users[0], &m.room.users[1]).clone();
+            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+        }
+        Call::MemberGone(m) => {
+            pairs.for_slot(m.room_id.slot().unwrap_or(0)).do_send(m);
+            done()
+        }
+        Call::EffectsPersisted(m) => {
+            pairs.for_slot(m.pair.slot()).do_send(m);
+            done()
+        }
+        Call::Publish(m) => {
+            users.for_user(&m.user).do_send(m);
+            done()
+        }
+        Call::RestorePlace(m) => {
+            users.for_user(&m.user).do_send(m);
+            done()
+        }
+        Call::ListMatches(m) => {
+            let addr = users.for_user(&m.user).clone();
+            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+        }
+        Call::Join(m) => {
+            let addr = users.for_user(&m.user).clone();
+            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+        }
+        Call::Leave(m) => {
+            let addr = users.for_user(&m.user).clone();
+            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+        }
+        Call::Enqueue(m) => {
+            let addr = pools.get(&m.ticket.pool);
+            Box::pin(async move { answer(flatten(addr?.send(m).timeout(timeout).await)) })
+        }
+        Call::Dequeue { pool, msg } => {
+            let addr = pools.get(&pool);
+            Box::pin(async move { answer(flatten(addr?.send(msg).timeout(timeout).await)) })
+        }
+        Call::Forget { pool, msg } => {
+            if let Ok(addr) = pools.get(&pool) {
+                addr.do_send(msg);
+            }
+            done()
+        }
+        Call::PoolStatus { pool } => {
+            let addr = pools.get(&pool);
+            Box::pin(async move { answer(Ok(addr?.send(GetStatus).timeout(timeout).await?)) })
+        }
     }
 }

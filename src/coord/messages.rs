@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::protocol::{Direction, MatchId, SwipeId, SwipeResponse, UserId};
 
 /// A swipe by `from` on `to`. Answered with the pair's outcome once it is decided.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<SwipeResponse, ApiError>")]
 pub struct Swipe {
     /// The acting user: always the token's subject, never taken from a body (I8).
@@ -20,7 +20,7 @@ pub struct Swipe {
 }
 
 /// `by` ends match `match_id`.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct Unmatch {
     pub by: UserId,

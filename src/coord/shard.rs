@@ -190,7 +190,7 @@ struct Flush;
 pub struct ResetCache;
 
 /// A user shard has these effects of `pair` in the named users' logs (durably, with Redis).
-#[derive(Debug, actix::Message)]
+#[derive(Debug, actix::Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct EffectsPersisted {
     pub pair: PairKey,
@@ -550,7 +550,14 @@ impl PairShard {
         }
         let durability = d.durability.clone();
         let commands = expect.len();
-        batch::send(durability, pipe, commands)
+        let written = batch.match_keys.iter().map(|(_, k)| k).chain(batch.room_keys.iter().map(|(_, k)| k));
+        let slots = batch.dirty.iter().chain(&batch.loads).chain(written).map(PairKey::slot).chain(
+            batch.lookups.iter().map(|l| match l {
+                Lookup::Match(id) => id.slot().unwrap_or(0),
+                Lookup::Room(id) => id.slot().unwrap_or(0),
+            }),
+        );
+        batch::send(durability, slots, pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| act.committed(batch, expect, res, ctx))
             .spawn(ctx);
@@ -782,7 +789,14 @@ impl PairShard {
         let Some(d) = self.durable.as_mut() else { return };
         d.recovery_scheduled = false;
         let (index, shards) = (self.index, self.shards);
-        let slots: Vec<u16> = (0..SLOT_COUNT).filter(|s| shard_of(*s, shards) == index).collect();
+        if !d.durability.fence.ready() {
+            // Cluster mode, between views: sweep once this node knows which slots are its own.
+            d.recovery_scheduled = true;
+            ctx.run_later(OUTBOX_RETRY, |act, ctx| act.recover_outboxes(ctx));
+            return;
+        }
+        let fence = &d.durability.fence;
+        let slots: Vec<u16> = (0..SLOT_COUNT).filter(|s| shard_of(*s, shards) == index && fence.owns(*s)).collect();
         let mut pipe = redis::pipe();
         for slot in &slots {
             pipe.cmd("SMEMBERS").arg(keys::outbox(*slot));

@@ -24,7 +24,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 }
 
 /// The unordered pair {a, b}, stored with the smaller id first.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PairKey {
     pub low: UserId,
     pub high: UserId,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod cors;
 pub mod demo;
+pub mod internal;
 pub mod ops;
 pub mod trace;
 
@@ -64,6 +65,11 @@ pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
             .route("/metrics", web::get().to(ops::metrics))
+            .service(
+                web::scope("/internal/v1")
+                    .route("/call", web::post().to(internal::call))
+                    .route("/events", web::get().to(internal::events)),
+            )
             .service(
                 web::scope("/v1")
                     .route("/swipes", web::post().to(actions::swipe))

@@ -13,12 +13,25 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz`: persistence reachable (and, later, cluster joined); 503 otherwise.
 pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
     let persistence = if node.config.redis.is_some() { "redis" } else { "memory" };
+    let members = node.membership().map(|m| m.members());
     match node.persistence_ready().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({
-            "status": "ready",
-            "node": &*node.node_id,
-            "persistence": persistence,
-        })),
+        Ok(()) => {
+            let mut body = serde_json::json!({
+                "status": "ready",
+                "node": &*node.node_id,
+                "persistence": persistence,
+            });
+            if let Some(members) = members {
+                body["members"] = members.len().into();
+                body["member_ids"] = members.iter().map(|m| m.id.to_string()).collect::<Vec<_>>().into();
+            }
+            HttpResponse::Ok().json(body)
+        }
+        Err(_) if members.is_some() => crate::error::ApiError::Unavailable(format!(
+            "node {} is not an active cluster member yet (or lapsed), or cannot reach Redis",
+            node.node_id
+        ))
+        .error_response(),
         Err(_) => crate::error::ApiError::Unavailable(format!(
             "node {} cannot reach its persistence ({persistence})",
             node.node_id

@@ -63,21 +63,28 @@ impl GroupCommit {
     }
 }
 
-/// Runs a batch's commands under the lease; an empty batch (only waiters, who read what earlier
-/// batches stored) needs no round trip, but still needs the lease.
-pub async fn send(
+/// Runs a batch's commands under the fence for `slots` (the slots it reads or writes); an empty
+/// batch (only waiters, who read what earlier batches stored) needs no round trip, but still
+/// needs the fence. The fence is checked now, when the batch is built.
+pub fn send(
     durability: super::Durability,
+    slots: impl Iterator<Item = u16>,
     pipe: redis::Pipeline,
     commands: usize,
-) -> Result<Vec<redis::Value>, super::StoreError> {
-    let Some(token) = durability.lease.current() else {
-        return Err(super::StoreError::Fenced);
-    };
-    if commands == 0 {
-        Ok(Vec::new())
-    } else {
-        durability.store.run_fenced(&token, pipe, commands).await
-    }
+) -> futures_util::future::LocalBoxFuture<'static, Result<Vec<redis::Value>, super::StoreError>> {
+    let fence = durability.fence.token(slots);
+    Box::pin(async move {
+        let fence = fence?;
+        if commands == 0 {
+            Ok(Vec::new())
+        } else {
+            let res = durability.store.run_fenced(&fence, pipe, commands).await;
+            if matches!(res, Err(super::StoreError::Fenced)) {
+                durability.fence.refused();
+            }
+            res
+        }
+    })
 }
 
 #[cfg(test)]

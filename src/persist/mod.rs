@@ -16,18 +16,70 @@ pub mod records;
 pub mod store;
 
 pub use lease::Lease;
-pub use store::{LeaseToken, RedisStore, StoreError};
+pub use store::{FenceToken, LeaseToken, RedisStore, StoreError};
+
+use crate::cluster::{Membership, Role};
 
 /// Makes a `Durability` on the calling thread (each actor gets its own connection); `None` in
 /// memory mode.
-pub type DurabilityFactory = std::sync::Arc<dyn Fn() -> Option<Durability> + Send + Sync>;
+/// The role names the fence keys the actor's batches check in cluster mode.
+pub type DurabilityFactory = std::sync::Arc<dyn Fn(Role) -> Option<Durability> + Send + Sync>;
 
-/// What a shard needs to persist: its connection, its batch bound, and the lease it writes under.
+/// Who a batch must prove it writes for.
+#[derive(Clone)]
+pub enum Fence {
+    /// One active node: the ownership lease.
+    Lease(Lease),
+    /// Cluster mode: the written slots' fence keys for this actor's role.
+    Cluster { membership: Membership, role: Role },
+}
+
+impl Fence {
+    /// Checked when a batch is built (not when it is sent), so a batch decided under one tenure
+    /// can never carry the token of the next.
+    pub fn token(&self, slots: impl Iterator<Item = u16>) -> Result<FenceToken, StoreError> {
+        match self {
+            Fence::Lease(lease) => {
+                let t = lease.current().ok_or(StoreError::Fenced)?;
+                Ok(FenceToken { keys: vec![t.key], token: std::sync::Arc::from(t.token) })
+            }
+            Fence::Cluster { membership, role } => {
+                let (keys, token) = membership.fence(*role, slots)?;
+                Ok(FenceToken { keys, token })
+            }
+        }
+    }
+
+    /// A fenced batch was refused by Redis: in cluster mode, make the membership check its claims.
+    pub fn refused(&self) {
+        if let Fence::Cluster { membership, .. } = self {
+            membership.fenced();
+        }
+    }
+
+    /// Whether this node may act at all now (cluster mode: it is a settled member).
+    pub fn ready(&self) -> bool {
+        match self {
+            Fence::Lease(_) => true,
+            Fence::Cluster { membership, .. } => membership.is_active(),
+        }
+    }
+
+    /// Whether this actor may act for `slot` now (always, for the lease: it is checked per batch).
+    pub fn owns(&self, slot: u16) -> bool {
+        match self {
+            Fence::Lease(_) => true,
+            Fence::Cluster { membership, .. } => membership.owns(slot),
+        }
+    }
+}
+
+/// What a shard needs to persist: its connection, its batch bound, and the fence it writes under.
 #[derive(Clone)]
 pub struct Durability {
     pub store: RedisStore,
     pub max_batch: usize,
-    pub lease: Lease,
+    pub fence: Fence,
     /// Cached state idle this long is dropped from memory (it stays in Redis).
     pub idle_ms: u64,
 }

@@ -14,13 +14,24 @@ pub struct LeaseToken {
     pub token: String,
 }
 
-/// A batch as one script: checks the lease, then runs each command (`ARGV`: token, command
-/// count, then per command its argument count and arguments). Atomic like MULTI/EXEC, and fenced.
+/// What a fenced batch checks: these keys must all hold `token`.
+#[derive(Debug, Clone)]
+pub struct FenceToken {
+    pub keys: Vec<String>,
+    pub token: std::sync::Arc<str>,
+}
+
+/// A batch as one script: checks that every fence key (`KEYS`: the lease, or the written slots'
+/// fence keys in cluster mode) holds this node's token, then runs each command (`ARGV`: token,
+/// command count, then per command its argument count and arguments). Atomic like MULTI/EXEC,
+/// and fenced.
 static FENCED_BATCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED this node does not hold the lease')
+for k = 1, #KEYS do
+  if redis.call('GET', KEYS[k]) ~= ARGV[1] then
+    return redis.error_reply('FENCED this node is not the owner of ' .. KEYS[k])
+  end
 end
 local out = {}
 local i = 3
@@ -115,15 +126,15 @@ impl RedisStore {
         self.call(commands, |mut conn| async move { pipe.query_async::<Vec<redis::Value>>(&mut conn).await }).await
     }
 
-    /// Runs the commands of `pipe` atomically, and only if `lease` still names this node as the
-    /// owner (fencing: a node that lost its lease, say after a pause, cannot write).
+    /// Runs the commands of `pipe` atomically, and only if every key of `fence` still holds its
+    /// token (fencing: a node that lost its lease or slots, say after a pause, cannot write).
     pub async fn run_fenced(
         &self,
-        lease: &LeaseToken,
+        fence: &FenceToken,
         pipe: redis::Pipeline,
         commands: usize,
     ) -> Result<Vec<redis::Value>, StoreError> {
-        let mut argv: Vec<Vec<u8>> = vec![lease.token.as_bytes().to_vec(), commands.to_string().into_bytes()];
+        let mut argv: Vec<Vec<u8>> = vec![fence.token.as_bytes().to_vec(), commands.to_string().into_bytes()];
         for cmd in pipe.cmd_iter() {
             let args: Vec<&[u8]> = cmd
                 .args_iter()
@@ -135,9 +146,12 @@ impl RedisStore {
             argv.push(args.len().to_string().into_bytes());
             argv.extend(args.into_iter().map(<[u8]>::to_vec));
         }
-        let (argv, key) = (&argv, &lease.key);
+        let (argv, keys) = (&argv, &fence.keys);
         self.call(commands, |mut conn| async move {
-            let mut invocation = FENCED_BATCH.key(key);
+            let mut invocation = FENCED_BATCH.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
             for a in argv {
                 invocation.arg(a.as_slice());
             }

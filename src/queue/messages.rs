@@ -11,15 +11,19 @@ use crate::error::ApiError;
 use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, RoomId, SkipResponse, UserId};
 
 /// Put `user` in line (or answer where they already are).
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<JoinResponse, ApiError>")]
 pub struct Enqueue {
     pub user: UserId,
     pub ticket: JoinRequest,
+    /// A requeue after this room closed: the pool forgets the pairing first, in the same message,
+    /// so it cannot answer with the closed room however the two travel between nodes.
+    #[serde(default)]
+    pub after_room: Option<RoomId>,
 }
 
 /// What a pool says to a leave.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum DequeueOutcome {
     Removed,
     NotWaiting,
@@ -28,7 +32,7 @@ pub enum DequeueOutcome {
 }
 
 /// Take `user` out of line, unless already paired.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<DequeueOutcome, ApiError>")]
 pub struct Dequeue {
     pub user: UserId,
@@ -41,7 +45,7 @@ pub struct GetStatus;
 
 /// A pool paired two users: the pair's shard now owns their room. Answered once the room is
 /// stored (with Redis), so the pool tells the joiner about a room that cannot vanish.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct CreateRoom {
     pub room: Room,
@@ -50,7 +54,7 @@ pub struct CreateRoom {
 }
 
 /// `by` skips `room_id`.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<SkipResponse, ApiError>")]
 pub struct Skip {
     pub by: UserId,
@@ -60,7 +64,7 @@ pub struct Skip {
 }
 
 /// `user` stayed disconnected past the grace period while in `room_id`.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct MemberGone {
     pub user: UserId,
@@ -68,7 +72,7 @@ pub struct MemberGone {
 }
 
 /// `user` spins (HTTP `POST /v1/queue`, WS `join_queue`).
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<JoinResponse, ApiError>")]
 pub struct Join {
     pub user: UserId,
@@ -76,7 +80,7 @@ pub struct Join {
 }
 
 /// `user` leaves the queue.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<LeaveResponse, ApiError>")]
 pub struct Leave {
     pub user: UserId,

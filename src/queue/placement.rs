@@ -43,33 +43,35 @@ impl UserShard {
         &mut self,
         user: UserId,
         ticket: JoinRequest,
+        after_room: Option<RoomId>,
         requeued: bool,
     ) -> ResponseActFuture<Self, Result<JoinResponse, ApiError>> {
         let pool = ticket.pool.clone();
-        let addr = match self.links().and_then(|l| l.pools.get(&pool)) {
-            Ok(addr) => addr,
+        let pools = match self.links() {
+            Ok(links) => links.pools.clone(),
             Err(e) => {
                 self.release_if_queued(&user, &pool);
                 return Box::pin(fut::ready(Err(e)));
             }
         };
-        Box::pin(addr.send(Enqueue { user: user.clone(), ticket }).into_actor(self).map(move |res, act, ctx| {
-            let res = res.map_err(ApiError::from).and_then(|r| r);
-            match &res {
-                Err(_) => act.release_if_queued(&user, &pool),
-                // The user did not ask: tell them where they stand now.
-                Ok(JoinResponse::Queued { pool, position, estimated_wait_ms }) if requeued => {
-                    let kind = EventKind::QueueUpdate {
-                        pool: pool.clone(),
-                        position: *position,
-                        estimated_wait_ms: *estimated_wait_ms,
-                    };
-                    act.publish(&user, &kind, IndexChange::None, ctx);
+        Box::pin(pools.enqueue(Enqueue { user: user.clone(), ticket, after_room }).into_actor(self).map(
+            move |res, act, ctx| {
+                match &res {
+                    Err(_) => act.release_if_queued(&user, &pool),
+                    // The user did not ask: tell them where they stand now.
+                    Ok(JoinResponse::Queued { pool, position, estimated_wait_ms }) if requeued => {
+                        let kind = EventKind::QueueUpdate {
+                            pool: pool.clone(),
+                            position: *position,
+                            estimated_wait_ms: *estimated_wait_ms,
+                        };
+                        act.publish(&user, &kind, IndexChange::None, ctx);
+                    }
+                    Ok(_) => {}
                 }
-                Ok(_) => {}
-            }
-            res
-        }))
+                res
+            },
+        ))
     }
 
     /// The room's owner put `user` in `room_id` (with its `room_assigned` event).
@@ -93,14 +95,16 @@ impl UserShard {
             // Not (or no longer) in that room: a repeat, or a room from before a restart.
             _ => return,
         };
-        if let Ok(addr) = self.links().and_then(|l| l.pools.get(&ticket.pool)) {
-            // Before any requeue, so the pool stops answering joins with the closed room.
-            addr.do_send(Forget { user: user.clone() });
-        }
         if requeue {
+            // The requeue itself tells the pool to forget the closed room.
             self.entry(user).place = Place::Queued { ticket: ticket.clone() };
-            self.enqueue(user.clone(), ticket, true).map(|_, _, _| ()).spawn(ctx);
+            self.enqueue(user.clone(), ticket, Some(room_id.clone()), true).map(|_, _, _| ()).spawn(ctx);
         } else {
+            if let Ok(links) = self.links() {
+                // So the pool stops answering joins with the closed room.
+                links.pools.forget(&ticket.pool, Forget { user: user.clone() });
+            }
+            self.entry(user).left_room = Some(room_id.clone());
             self.entry(user).place = Place::Idle;
         }
     }
@@ -114,14 +118,13 @@ impl UserShard {
         match place {
             Place::Idle => {}
             Place::Queued { ticket } => {
-                let Ok(addr) = links.pools.get(&ticket.pool) else {
-                    return;
-                };
                 let user = user.clone();
-                addr.send(Dequeue { user: user.clone() })
+                links
+                    .pools
+                    .dequeue(&ticket.pool, Dequeue { user: user.clone() })
                     .into_actor(self)
                     .map(move |res, act, _| {
-                        if matches!(res, Ok(Ok(DequeueOutcome::Removed)) | Ok(Ok(DequeueOutcome::NotWaiting))) {
+                        if matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)) {
                             act.release_if_queued(&user, &ticket.pool);
                         }
                     })
@@ -129,7 +132,7 @@ impl UserShard {
             }
             Place::InRoom { room_id, .. } => {
                 if let Some(slot) = room_id.slot() {
-                    links.pairs.for_slot(slot).do_send(MemberGone { user: user.clone(), room_id });
+                    links.pairs.member_gone(slot, MemberGone { user: user.clone(), room_id });
                 }
             }
         }
@@ -181,7 +184,8 @@ impl UserShard {
             Place::Queued { .. } => {}
             Place::Idle => entry.place = Place::Queued { ticket: msg.ticket.clone() },
         }
-        self.enqueue(msg.user, msg.ticket, false)
+        let after_room = self.entry(&msg.user).left_room.take();
+        self.enqueue(msg.user, msg.ticket, after_room, false)
     }
 }
 
@@ -202,13 +206,13 @@ impl UserShard {
             Place::InRoom { room_id, .. } => return Box::pin(fut::ready(Ok(LeaveResponse::InRoom { room_id }))),
             Place::Queued { ticket } => ticket,
         };
-        let addr = match self.links().and_then(|l| l.pools.get(&ticket.pool)) {
-            Ok(addr) => addr,
+        let pools = match self.links() {
+            Ok(links) => links.pools.clone(),
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let user = msg.user;
-        Box::pin(addr.send(Dequeue { user: user.clone() }).into_actor(self).map(move |res, act, _| {
-            match res.map_err(ApiError::from)?? {
+        Box::pin(pools.dequeue(&ticket.pool, Dequeue { user: user.clone() }).into_actor(self).map(
+            move |res, act, _| match res? {
                 DequeueOutcome::Removed => {
                     act.release_if_queued(&user, &ticket.pool);
                     Ok(LeaveResponse::Left { pool: ticket.pool })
@@ -218,13 +222,13 @@ impl UserShard {
                     Ok(LeaveResponse::NotQueued)
                 }
                 DequeueOutcome::Paired(room_id) => Ok(LeaveResponse::InRoom { room_id }),
-            }
-        }))
+            },
+        ))
     }
 }
 
 /// A pool reloaded its stored line (new lease tenure): `user` is waiting there.
-#[derive(Debug, actix::Message)]
+#[derive(Debug, actix::Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct RestorePlace {
     pub user: UserId,

@@ -138,7 +138,8 @@ impl PoolCoordinator {
             commands += 1;
         }
         let durability = st.durability.clone();
-        batch::send(durability, pipe, commands)
+        let slot = crate::coord::slot::name_slot(self.name.as_str());
+        batch::send(durability, std::iter::once(slot), pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| {
                 let Some(st) = act.store.as_mut() else { return };
@@ -203,9 +204,7 @@ impl PoolCoordinator {
                 for (user, stored) in waiters {
                     let c = Self::candidate(&user, &stored.ticket, stored.joined_ms);
                     act.matcher.restore(c);
-                    act.users
-                        .for_user(&user)
-                        .do_send(RestorePlace { user: user.clone(), ticket: stored.ticket.clone() });
+                    act.users.restore_place(RestorePlace { user: user.clone(), ticket: stored.ticket.clone() });
                     act.tickets.insert(user, stored.ticket);
                 }
                 if act.matcher.waiting() > 0 {
@@ -224,7 +223,7 @@ impl PoolCoordinator {
             self.touch(&b.user, false);
             let (room, created) = self.open_room(a, b, now_ms);
             actix::spawn(async move {
-                if let Ok(Err(e)) | Err(e) = created.await.map_err(ApiError::from) {
+                if let Err(e) = created.await {
                     tracing::warn!(room_id = %room.room_id, error = %e, "room could not be created");
                 }
             });
@@ -248,7 +247,7 @@ impl PoolCoordinator {
         a: Candidate,
         b: Candidate,
         now_ms: u64,
-    ) -> (Room, actix::prelude::Request<crate::coord::shard::PairShard, CreateRoom>) {
+    ) -> (Room, futures_util::future::LocalBoxFuture<'static, Result<(), ApiError>>) {
         let ta = self.tickets.remove(&a.user).unwrap_or_else(|| default_ticket(&self.name));
         let tb = self.tickets.remove(&b.user).unwrap_or_else(|| default_ticket(&self.name));
         let (users, tickets) =
@@ -271,7 +270,7 @@ impl PoolCoordinator {
                 .with_label_values(&[self.name.as_str()])
                 .observe(now_ms.saturating_sub(c) as f64 / 1000.0);
         }
-        let created = self.pairs.for_slot(slot).send(CreateRoom { room: room.clone(), tickets });
+        let created = self.pairs.create_room(CreateRoom { room: room.clone(), tickets });
         self.report_length();
         (room, created)
     }
@@ -321,6 +320,20 @@ impl Handler<FlushLine> for PoolCoordinator {
     }
 }
 
+/// This node no longer owns the pool (cluster mode): stop; the new owner reloads the stored line.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for PoolCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        use actix::ActorContext;
+        ctx.stop();
+    }
+}
+
 impl Handler<ResetCache> for PoolCoordinator {
     type Result = ();
 
@@ -340,7 +353,7 @@ impl Handler<Enqueue> for PoolCoordinator {
             // Paired: answer once the room is stored, so the joiner never hears of a room that a
             // crash could make vanish without a `room_closed`.
             Ok(Joined::Room(room, created)) => Box::pin(async move {
-                (*created).await??;
+                created.await?;
                 Ok(JoinResponse::Matched { room })
             }),
             Err(e) => Box::pin(std::future::ready(Err(e))),
@@ -351,12 +364,17 @@ impl Handler<Enqueue> for PoolCoordinator {
 /// How an enqueue ended, before the room (if any) is stored.
 enum Joined {
     Now(JoinResponse),
-    Room(Room, Box<actix::prelude::Request<crate::coord::shard::PairShard, CreateRoom>>),
+    Room(Room, futures_util::future::LocalBoxFuture<'static, Result<(), ApiError>>),
 }
 
 impl PoolCoordinator {
     fn enqueue(&mut self, msg: Enqueue) -> Result<Joined, ApiError> {
         let now = unix_ms();
+        if let Some(closed) = &msg.after_room {
+            if self.recently_paired.get(&msg.user).is_some_and(|(room, _)| room.room_id == *closed) {
+                self.recently_paired.remove(&msg.user);
+            }
+        }
         if let Some((room, until)) = self.recently_paired.get(&msg.user) {
             if *until > now && !self.matcher.is_waiting(&msg.user) {
                 // Racing with the hand-off to the room (see the module doc); a requeue after the room
@@ -378,7 +396,7 @@ impl PoolCoordinator {
             JoinOutcome::Paired { partner, joiner } => {
                 self.touch(&partner.user, false);
                 let (room, created) = self.open_room(partner, joiner, now);
-                Joined::Room(room, Box::new(created))
+                Joined::Room(room, created)
             }
         };
         self.report_length();
@@ -408,7 +426,7 @@ impl Handler<Dequeue> for PoolCoordinator {
 }
 
 /// The room a user was in has closed, so the pool must stop answering joins with it.
-#[derive(Debug, actix::Message)]
+#[derive(Debug, actix::Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct Forget {
     pub user: UserId,

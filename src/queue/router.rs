@@ -8,13 +8,17 @@ use std::sync::Arc;
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::DashMap;
 
-use super::pool::PoolCoordinator;
+use futures_util::future::LocalBoxFuture;
+
+use super::messages::{Dequeue, DequeueOutcome, Enqueue, GetStatus};
+use super::pool::{Forget, PoolCoordinator};
 use super::rules::PoolRules;
+use crate::cluster::forward::{dispatch, flatten, notify, Call, Forwarder};
 use crate::coord::slot::{name_slot, shard_of};
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::persist::DurabilityFactory;
-use crate::protocol::PoolName;
+use crate::protocol::{JoinResponse, PoolName, PoolStatus};
 use crate::session::UserRouter;
 
 #[derive(Clone)]
@@ -33,6 +37,7 @@ struct PoolRouterInner {
     rescan_ms: u64,
     /// Makes a pool's Redis connection on the pool's own thread (none in memory mode).
     durability: DurabilityFactory,
+    cluster: Option<Forwarder>,
 }
 
 impl PoolRouter {
@@ -43,6 +48,7 @@ impl PoolRouter {
         pairs: ShardRouter,
         users: UserRouter,
         durability: DurabilityFactory,
+        cluster: Option<Forwarder>,
     ) -> Self {
         PoolRouter {
             inner: Arc::new(PoolRouterInner {
@@ -55,6 +61,7 @@ impl PoolRouter {
                 users,
                 rescan_ms: config.timeouts.pool_rescan_ms,
                 durability,
+                cluster,
             }),
         }
     }
@@ -79,7 +86,7 @@ impl PoolRouter {
                 (pool.clone(), self.inner.pairs.clone(), self.inner.users.clone(), self.inner.rescan_ms);
             let durability = self.inner.durability.clone();
             PoolCoordinator::start_in_arbiter(&self.inner.arbiters[placement], move |_| {
-                PoolCoordinator::new(name, rules, pairs, users, rescan_ms, durability())
+                PoolCoordinator::new(name, rules, pairs, users, rescan_ms, durability(crate::cluster::Role::Pools))
             })
         });
         Ok(entry.clone())
@@ -88,5 +95,60 @@ impl PoolRouter {
     /// Every started pool.
     pub fn all(&self) -> Vec<Addr<PoolCoordinator>> {
         self.inner.pools.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Stops and forgets the pools this node no longer owns (cluster mode; their lines are in
+    /// Redis, and the new owner reloads them).
+    pub fn retire_unowned(&self, owns: impl Fn(u16) -> bool) {
+        self.inner.pools.retain(|name, addr| {
+            let keep = owns(name_slot(name.as_str()));
+            if !keep {
+                addr.do_send(super::pool::Retire);
+            }
+            keep
+        });
+    }
+
+    /// Puts a user in line at the pool's owner.
+    pub fn enqueue(&self, msg: Enqueue) -> LocalBoxFuture<'static, Result<JoinResponse, ApiError>> {
+        let slot = name_slot(msg.ticket.pool.as_str());
+        let addr = self.get(&msg.ticket.pool);
+        let local = |m| async move { flatten(addr?.send(m).await) };
+        dispatch(self.inner.cluster.as_ref(), slot, msg, local, Call::Enqueue)
+    }
+
+    /// Takes a user out of `pool`'s line at its owner.
+    pub fn dequeue(&self, pool: &PoolName, msg: Dequeue) -> LocalBoxFuture<'static, Result<DequeueOutcome, ApiError>> {
+        let addr = self.get(pool);
+        let local = |m| async move { flatten(addr?.send(m).await) };
+        let pool = pool.clone();
+        dispatch(self.inner.cluster.as_ref(), name_slot(pool.as_str()), msg, local, move |msg| Call::Dequeue {
+            pool,
+            msg,
+        })
+    }
+
+    /// Tells `pool`'s owner that a user's room closed.
+    pub fn forget(&self, pool: &PoolName, msg: Forget) {
+        let local = |m| {
+            if let Ok(addr) = self.get(pool) {
+                addr.do_send(m);
+            }
+        };
+        let name = pool.clone();
+        notify(self.inner.cluster.as_ref(), name_slot(pool.as_str()), msg, local, move |msg| Call::Forget {
+            pool: name,
+            msg,
+        });
+    }
+
+    /// The waiting count and estimate of `pool`, from its owner.
+    pub fn status(&self, pool: &PoolName) -> LocalBoxFuture<'static, Result<PoolStatus, ApiError>> {
+        let addr = self.get(pool);
+        let local = |_| async move { Ok(addr?.send(GetStatus).await?) };
+        let name = pool.clone();
+        dispatch(self.inner.cluster.as_ref(), name_slot(pool.as_str()), (), local, move |_| Call::PoolStatus {
+            pool: name,
+        })
     }
 }

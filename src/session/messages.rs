@@ -67,14 +67,14 @@ pub enum IndexChange {
 
 /// Which pair decision an event comes from, so a re-published event is logged once and the pair
 /// can be told when it is safely in the user's log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EffectRef {
     pub id: String,
     pub pair: crate::coord::slot::PairKey,
 }
 
 /// Append an event to `user`'s stream and deliver it to the user's connections.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct Publish {
     pub user: UserId,
@@ -101,7 +101,7 @@ pub struct Unsubscribe {
 }
 
 /// The user's active matches.
-#[derive(Debug, Message)]
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<Vec<Match>, ApiError>")]
 pub struct ListMatches {
     pub user: UserId,

@@ -45,6 +45,9 @@ pub(crate) struct UserEntry {
     matches: Vec<Match>,
     /// Where the user is (I4). Changed only by this shard.
     pub(crate) place: Place,
+    /// The room the user last left without a requeue: their next join tells the pool to forget
+    /// that pairing (in the join itself, so it holds across nodes).
+    pub(crate) left_room: Option<crate::protocol::RoomId>,
     /// Bumped on every connect and disconnect, so a pending presence check can tell it is stale.
     presence_gen: u64,
     /// With Redis: the log and matches reflect what is stored.
@@ -149,6 +152,7 @@ impl UserShard {
             sessions: SmallVec::new(),
             matches: Vec::new(),
             place: Place::Idle,
+            left_room: None,
             presence_gen: 0,
             loaded: in_memory,
             last_used: crate::protocol::unix_ms(),
@@ -266,10 +270,7 @@ impl UserShard {
             }
             _ => {
                 if let Ok(links) = self.links() {
-                    links
-                        .pairs
-                        .for_slot(pair.slot())
-                        .do_send(EffectsPersisted { pair, confirmed: vec![(effect, user)] });
+                    links.pairs.effects_persisted(EffectsPersisted { pair, confirmed: vec![(effect, user)] });
                 }
             }
         }
@@ -400,7 +401,8 @@ impl UserShard {
             commands += 2;
         }
         let durability = d.durability.clone();
-        batch::send(durability, pipe, commands)
+        let slots = batch.events.iter().map(|(u, _)| u).chain(batch.index.iter().map(|(u, _)| u)).chain(&batch.loads);
+        batch::send(durability, slots.map(crate::coord::slot::user_slot), pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| match res {
                 Ok(values) if values.len() == commands => act.committed(batch, &values[first_load..], ctx),
@@ -431,7 +433,7 @@ impl UserShard {
         }
         if let Ok(links) = self.links() {
             for (pair, confirmed) in by_pair {
-                links.pairs.for_slot(pair.slot()).do_send(EffectsPersisted { pair, confirmed });
+                links.pairs.effects_persisted(EffectsPersisted { pair, confirmed });
             }
         }
         for (user, values) in batch.loads.iter().zip(loads.chunks(2)) {
@@ -591,6 +593,46 @@ impl Handler<ResetCache> for UserShard {
 
     fn handle(&mut self, _: ResetCache, ctx: &mut Context<Self>) {
         self.drop_cache(ApiError::Unavailable("this node is taking over its data; retry".into()), Vec::new(), ctx);
+    }
+}
+
+/// Cluster mode: the slot table changed. Users this node no longer owns are forgotten and their
+/// connections closed with "reconnect" (they resume through their new owner); on a new tenure
+/// (this node lapsed and rejoined) every user is, since any of them may have moved meanwhile.
+/// The rest reload their logs from Redis.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Rehome {
+    pub table: Arc<crate::cluster::Ownership>,
+    pub new_tenure: bool,
+}
+
+impl Handler<Rehome> for UserShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rehome, ctx: &mut Context<Self>) {
+        let node = self.node_id.clone();
+        let moved: Vec<UserId> = self
+            .users
+            .keys()
+            .filter(|u| msg.new_tenure || !msg.table.owned_by(crate::coord::slot::user_slot(u), &node))
+            .cloned()
+            .collect();
+        for user in moved {
+            if let Some(entry) = self.users.remove(&user) {
+                if !entry.sessions.is_empty() {
+                    METRICS.connected_users.dec();
+                }
+                for s in entry.sessions {
+                    s.recipient.do_send(Deliver::Close(CloseReason::ShuttingDown));
+                }
+            }
+        }
+        self.drop_cache(
+            ApiError::Unavailable("this user's data is moving to another node; retry".into()),
+            Vec::new(),
+            ctx,
+        );
     }
 }
 

@@ -11,9 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::node::Node;
+use crate::node::{Node, Subscription};
 use crate::protocol::{Event, UserId};
-use crate::session::messages::{Subscribe, Unsubscribe};
 use crate::session::{Deliver, SessionHandle};
 
 pub struct SseSession {
@@ -22,6 +21,23 @@ pub struct SseSession {
     id: u64,
     /// The response body. Dropping it (when this actor stops) ends the HTTP response.
     body: mpsc::Sender<Bytes>,
+    /// Set once registered with the user's owner (so `stopped` must unsubscribe).
+    subscription: Option<Subscription>,
+    /// Internal stream relayed by another node: each event carries its creation time.
+    stamp: bool,
+}
+
+/// The registration of a started session.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Attach(Subscription);
+
+impl Handler<Attach> for SseSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) {
+        self.subscription = Some(msg.0);
+    }
 }
 
 impl SseSession {
@@ -42,7 +58,17 @@ impl SseSession {
     }
 
     fn push_event(&mut self, event: &Event, ctx: &mut Context<Self>) {
-        if self.push(event.to_sse(), ctx) {
+        let bytes = if self.stamp {
+            let stamp = format!(
+                "{}{}\n",
+                crate::cluster::remote_stream::STAMP_PREFIX,
+                crate::cluster::remote_stream::created_micros(event)
+            );
+            Bytes::from([stamp.as_bytes(), &event.to_sse()].concat())
+        } else {
+            event.to_sse()
+        };
+        if self.push(bytes, ctx) {
             crate::metrics::delivered(event, "sse");
         }
     }
@@ -65,7 +91,9 @@ impl Actor for SseSession {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         METRICS.connections.with_label_values(&["sse"]).dec();
-        self.node.users.for_user(&self.user).do_send(Unsubscribe { user: self.user.clone(), session_id: self.id });
+        if let Some(subscription) = self.subscription.take() {
+            self.node.unsubscribe(&self.user, self.id, subscription);
+        }
     }
 }
 
@@ -115,23 +143,35 @@ pub async fn events(
     query: web::Query<crate::http::StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let since = resume_point(&req, query.since)?;
-    let node: Node = node.get_ref().clone();
+    open(node.get_ref().clone(), user.0, since, false).await
+}
+
+/// Opens `user`'s stream as an SSE response; `stamp` marks internal streams relayed by another
+/// node (see `cluster::remote_stream`).
+pub async fn open(node: Node, user: UserId, since: Option<u64>, stamp: bool) -> Result<HttpResponse, ApiError> {
     let outbox = node.config.limits.outbox_capacity;
     let (tx, rx) = mpsc::channel::<Bytes>(outbox);
     let id = node.next_session_id();
-    let user = user.0;
     let session = SseSession::create({
         let (node, user) = (node.clone(), user.clone());
         move |ctx| {
             ctx.set_mailbox_capacity(outbox);
-            SseSession { node, user, id, body: tx }
+            SseSession { node, user, id, body: tx, subscription: None, stamp }
         }
     });
-    let subscribe =
-        Subscribe { user: user.clone(), session: SessionHandle { id, recipient: session.clone().recipient() }, since };
-    if let Err(e) = node.users.for_user(&user).send(subscribe).await? {
-        session.do_send(Deliver::Close(crate::session::CloseReason::ShuttingDown));
-        return Err(e);
+    let handle = SessionHandle { id, recipient: session.clone().recipient() };
+    match node.subscribe(&user, handle, since).await {
+        Ok(subscription) => {
+            if let Err(actix::dev::SendError::Full(Attach(s)) | actix::dev::SendError::Closed(Attach(s))) =
+                session.try_send(Attach(subscription))
+            {
+                node.unsubscribe(&user, id, s);
+            }
+        }
+        Err(e) => {
+            session.do_send(Deliver::Close(crate::session::CloseReason::ShuttingDown));
+            return Err(e);
+        }
     }
     let body =
         stream::unfold(

@@ -16,10 +16,9 @@ use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::node::{Node, Via};
+use crate::node::{Node, Subscription, Via};
 use crate::protocol::ws::{Ack, ClientAction, ClientFrame, ErrorData, ErrorFrame};
 use crate::protocol::{Event, UserId};
-use crate::session::messages::{Subscribe, Unsubscribe};
 use crate::session::{Deliver, SessionHandle};
 
 /// WebSocket close code when the user already has too many connections (do not retry at once).
@@ -33,14 +32,14 @@ pub struct WsSession {
     since: Option<u64>,
     /// Last time the client showed it is alive (any frame, including pong).
     last_seen: Instant,
-    /// Registered with the user shard (so `stopped` must unsubscribe).
-    subscribed: bool,
+    /// Registered with the user's owner (so `stopped` must unsubscribe).
+    subscription: Option<Subscription>,
 }
 
 impl WsSession {
     pub fn new(node: Node, user: UserId, since: Option<u64>) -> Self {
         let id = node.next_session_id();
-        WsSession { node, user, id, since, last_seen: Instant::now(), subscribed: false }
+        WsSession { node, user, id, since, last_seen: Instant::now(), subscription: None }
     }
 
     fn write_event(&self, ctx: &mut ws::WebsocketContext<Self>, event: &Event) {
@@ -141,29 +140,23 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(self.node.config.limits.outbox_capacity);
         METRICS.connections.with_label_values(&["ws"]).inc();
         self.heartbeat(ctx);
-        let subscribe = Subscribe {
-            user: self.user.clone(),
-            session: SessionHandle { id: self.id, recipient: ctx.address().recipient() },
-            since: self.since,
-        };
+        let session = SessionHandle { id: self.id, recipient: ctx.address().recipient() };
+        let (node, user, since) = (self.node.clone(), self.user.clone(), self.since);
         // Registration is the one place the session waits: nothing else should run before it.
-        self.node
-            .users
-            .for_user(&self.user)
-            .send(subscribe)
+        async move { node.subscribe(&user, session, since).await }
             .into_actor(self)
             .map(|res, act, ctx| match res {
-                Ok(Ok(())) => act.subscribed = true,
-                Ok(Err(e)) => {
+                Ok(subscription) => act.subscription = Some(subscription),
+                Err(e @ ApiError::Unavailable(_)) => {
+                    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Restart, description: Some(e.to_string()) }));
+                    ctx.stop();
+                }
+                Err(e) => {
                     Self::write_error(ctx, &e, None);
                     ctx.close(Some(ws::CloseReason {
                         code: ws::CloseCode::Other(CLOSE_TOO_MANY_CONNECTIONS),
                         description: Some(e.to_string()),
                     }));
-                    ctx.stop();
-                }
-                Err(_) => {
-                    ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Restart, description: None }));
                     ctx.stop();
                 }
             })
@@ -172,8 +165,8 @@ impl Actor for WsSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         METRICS.connections.with_label_values(&["ws"]).dec();
-        if self.subscribed {
-            self.node.users.for_user(&self.user).do_send(Unsubscribe { user: self.user.clone(), session_id: self.id });
+        if let Some(subscription) = self.subscription.take() {
+            self.node.unsubscribe(&self.user, self.id, subscription);
         }
     }
 }

@@ -1,0 +1,301 @@
+//! Forwarding: an action or internal message for a slot owned by another node is sent to that
+//! node as one `POST /internal/v1/call` and answered from its reply. A call is retried (after a
+//! membership refresh) only when it certainly did not run: the connection was refused, or the
+//! receiver said it does not own the slot. Anything else (a timeout after sending) is reported as
+//! an unknown outcome, which clients retry with their idempotency keys.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::membership::{Membership, Route};
+use super::ownership::Member;
+use crate::coord::messages::{Swipe, Unmatch};
+use crate::coord::shard::EffectsPersisted;
+use crate::coord::slot::{name_slot, pair_slot, user_slot};
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::protocol::PoolName;
+use crate::queue::messages::{CreateRoom, Dequeue, Enqueue, Join, Leave, MemberGone, Skip};
+use crate::queue::placement::RestorePlace;
+use crate::queue::pool::Forget;
+use crate::session::messages::{ListMatches, Publish};
+
+/// Header carrying the cluster key on internal requests.
+pub const CLUSTER_KEY_HEADER: &str = "x-matchd-cluster-key";
+/// Header on a refusal from a node that does not own the call's slot (the call did not run).
+pub const NOT_OWNER_HEADER: &str = "x-matchd-not-owner";
+/// Pause before retrying a call that did not run.
+const RETRY_PAUSE: Duration = Duration::from_millis(40);
+
+/// Everything one node may ask of another's actors.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "call", content = "msg", rename_all = "snake_case")]
+pub enum Call {
+    Swipe(Swipe),
+    Unmatch(Unmatch),
+    Skip(Skip),
+    CreateRoom(CreateRoom),
+    MemberGone(MemberGone),
+    Publish(Publish),
+    EffectsPersisted(EffectsPersisted),
+    Enqueue(Enqueue),
+    Dequeue { pool: PoolName, msg: Dequeue },
+    Forget { pool: PoolName, msg: Forget },
+    RestorePlace(RestorePlace),
+    ListMatches(ListMatches),
+    Join(Join),
+    Leave(Leave),
+    PoolStatus { pool: PoolName },
+}
+
+impl Call {
+    /// The slot whose owner must handle the call.
+    pub fn slot(&self) -> u16 {
+        match self {
+            Call::Swipe(m) => pair_slot(&m.from, &m.to),
+            Call::Unmatch(m) => m.match_id.slot().unwrap_or(0),
+            Call::Skip(m) => m.room_id.slot().unwrap_or(0),
+            Call::CreateRoom(m) => pair_slot(&m.room.users[0], &m.room.users[1]),
+            Call::MemberGone(m) => m.room_id.slot().unwrap_or(0),
+            Call::Publish(m) => user_slot(&m.user),
+            Call::EffectsPersisted(m) => m.pair.slot(),
+            Call::Enqueue(m) => name_slot(m.ticket.pool.as_str()),
+            Call::Dequeue { pool, .. } | Call::Forget { pool, .. } | Call::PoolStatus { pool } => {
+                name_slot(pool.as_str())
+            }
+            Call::RestorePlace(m) => user_slot(&m.user),
+            Call::ListMatches(m) => user_slot(&m.user),
+            Call::Join(m) => user_slot(&m.user),
+            Call::Leave(m) => user_slot(&m.user),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Call::Swipe(_) => "swipe",
+            Call::Unmatch(_) => "unmatch",
+            Call::Skip(_) => "skip",
+            Call::CreateRoom(_) => "create_room",
+            Call::MemberGone(_) => "member_gone",
+            Call::Publish(_) => "publish",
+            Call::EffectsPersisted(_) => "effects_persisted",
+            Call::Enqueue(_) => "enqueue",
+            Call::Dequeue { .. } => "dequeue",
+            Call::Forget { .. } => "forget",
+            Call::RestorePlace(_) => "restore_place",
+            Call::ListMatches(_) => "list_matches",
+            Call::Join(_) => "join",
+            Call::Leave(_) => "leave",
+            Call::PoolStatus { .. } => "pool_status",
+        }
+    }
+}
+
+/// Runs a call on this node's own actors (set once the actors exist).
+pub type LocalExecutor =
+    Arc<dyn Fn(Call) -> LocalBoxFuture<'static, Result<serde_json::Value, ApiError>> + Send + Sync>;
+
+/// Why a forwarded call failed.
+enum Failure {
+    /// It did not run; try again after refreshing membership.
+    DidNotRun(String),
+    /// It ran, or may have: this is the answer.
+    Answer(ApiError),
+}
+
+/// Sends calls to their slot's owner. Cheap to clone.
+#[derive(Clone)]
+pub struct Forwarder {
+    inner: Arc<ForwarderInner>,
+}
+
+struct ForwarderInner {
+    membership: Membership,
+    /// Proves to the receiver that the call comes from a node of this cluster.
+    key: String,
+    /// The whole budget of one call, retries included.
+    timeout: Duration,
+    local: OnceLock<LocalExecutor>,
+}
+
+thread_local! {
+    /// One HTTP client (with its connection pool) per thread: awc clients are not `Send`.
+    /// Calls are short, but a burst may have many in flight: no cap on connections per peer.
+    static CLIENT: awc::Client = awc::Client::builder()
+        .connector(awc::Connector::new().limit(0))
+        .timeout(Duration::from_secs(10))
+        .finish();
+}
+
+impl Forwarder {
+    pub fn new(membership: Membership, key: String, timeout: Duration) -> Forwarder {
+        Forwarder { inner: Arc::new(ForwarderInner { membership, key, timeout, local: OnceLock::new() }) }
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// Installs the executor for calls that turn out to be local after a retry.
+    pub fn set_local(&self, local: LocalExecutor) {
+        let _ = self.inner.local.set(local);
+    }
+
+    /// Where `slot`'s actors are now.
+    pub fn route(&self, slot: u16) -> Result<Route, ApiError> {
+        self.inner.membership.route(slot)
+    }
+
+    /// Runs `call` on its owner, wherever that is, and decodes the answer.
+    pub async fn send<T: DeserializeOwned>(&self, call: Call) -> Result<T, ApiError> {
+        let value = self.send_value(call).await?;
+        serde_json::from_value(value).map_err(|e| {
+            ApiError::Unavailable(format!("a node answered a forwarded call with an unreadable body: {e}"))
+        })
+    }
+
+    async fn send_value(&self, call: Call) -> Result<serde_json::Value, ApiError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let kind = call.kind();
+        let body = serde_json::to_vec(&call).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let mut call = Some(call);
+        loop {
+            let failure = match self.route(call.as_ref().map_or(0, Call::slot)) {
+                Ok(Route::Local) => {
+                    let (Some(local), Some(call)) = (self.inner.local.get(), call.take()) else {
+                        return Err(ApiError::shutting_down());
+                    };
+                    return local(call).await;
+                }
+                Ok(Route::Remote(peer)) => {
+                    let started = tokio::time::Instant::now();
+                    let res = self.post(&peer, body.clone(), deadline).await;
+                    METRICS.forward_seconds.observe(started.elapsed().as_secs_f64());
+                    match res {
+                        Ok(v) => {
+                            METRICS.forwarded.with_label_values(&[kind, "ok"]).inc();
+                            return Ok(v);
+                        }
+                        Err(Failure::Answer(e)) => {
+                            METRICS.forwarded.with_label_values(&[kind, "answered_error"]).inc();
+                            return Err(e);
+                        }
+                        Err(Failure::DidNotRun(why)) => {
+                            METRICS.forwarded.with_label_values(&[kind, "retried"]).inc();
+                            self.inner.membership.refresh_soon();
+                            why
+                        }
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(ApiError::Unavailable(format!(
+                    "the owner of this data could not be reached ({failure}); nothing was changed, retry"
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn post(
+        &self,
+        peer: &Member,
+        body: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Result<serde_json::Value, Failure> {
+        let url = format!("{}/internal/v1/call", peer.url);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1));
+        let request = CLIENT.with(|c| {
+            c.post(url)
+                .timeout(left)
+                .insert_header((CLUSTER_KEY_HEADER, self.inner.key.as_str()))
+                .insert_header(("content-type", "application/json"))
+        });
+        let mut res = match request.send_body(body).await {
+            Ok(res) => res,
+            Err(awc::error::SendRequestError::Connect(e)) => return Err(Failure::DidNotRun(e.to_string())),
+            Err(e) => {
+                return Err(Failure::Answer(ApiError::Unavailable(format!(
+                    "the owning node did not answer in time ({e}); the outcome is unknown, retry with the same key"
+                ))))
+            }
+        };
+        let not_owner = res.headers().contains_key(NOT_OWNER_HEADER);
+        let status = res.status();
+        let bytes = res.body().limit(16 << 20).await.map_err(|e| {
+            Failure::Answer(ApiError::Unavailable(format!("the owning node's answer was cut off ({e}); retry")))
+        })?;
+        if not_owner {
+            return Err(Failure::DidNotRun(format!("{} does not own the slot", peer.id)));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let code = value["error"]["code"].as_str().unwrap_or("unavailable");
+        let message = value["error"]["message"].as_str().unwrap_or("the owning node failed").to_string();
+        Err(Failure::Answer(ApiError::from_code(code, message)))
+    }
+
+    /// Sends a message that has no answer (its sender retries by its own means, or it is a
+    /// best-effort hint). Runs on the current thread's runtime.
+    pub fn tell(&self, call: Call) {
+        let this = self.clone();
+        actix_rt::spawn(async move {
+            let kind = call.kind();
+            if let Err(e) = this.send_value(call).await {
+                tracing::debug!(call = kind, error = %e, "a forwarded message was not delivered; its sender retries");
+            }
+        });
+    }
+}
+
+/// Runs `msg` on the local actor (`local`) when this node owns `slot` (or there is no cluster),
+/// else forwards it as `wrap(msg)` to the owner.
+pub fn dispatch<M, T, F>(
+    forwarder: Option<&Forwarder>,
+    slot: u16,
+    msg: M,
+    local: impl FnOnce(M) -> F,
+    wrap: impl FnOnce(M) -> Call,
+) -> LocalBoxFuture<'static, Result<T, ApiError>>
+where
+    F: std::future::Future<Output = Result<T, ApiError>> + 'static,
+    T: DeserializeOwned + 'static,
+{
+    match forwarder {
+        Some(f) if !matches!(f.route(slot), Ok(Route::Local)) => {
+            let (f, call) = (f.clone(), wrap(msg));
+            Box::pin(async move { f.send(call).await })
+        }
+        _ => Box::pin(local(msg)),
+    }
+}
+
+/// Like `dispatch`, for messages without an answer.
+pub fn notify<M>(
+    forwarder: Option<&Forwarder>,
+    slot: u16,
+    msg: M,
+    local: impl FnOnce(M),
+    wrap: impl FnOnce(M) -> Call,
+) {
+    match forwarder {
+        Some(f) if !matches!(f.route(slot), Ok(Route::Local)) => f.tell(wrap(msg)),
+        _ => local(msg),
+    }
+}
+
+/// Flattens an actor call's two error layers.
+pub fn flatten<T>(res: Result<Result<T, ApiError>, actix::MailboxError>) -> Result<T, ApiError> {
+    res.map_err(ApiError::from).and_then(|r| r)
+}

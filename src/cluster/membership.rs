@@ -1,0 +1,420 @@
+//! Membership: every node of a cluster holds an entry in one Redis sorted set (`matchd:members`)
+//! whose score is its expiry, renewed every third of the lease TTL. Times are Redis's own clock
+//! (`TIME` inside the script), so nodes need no synchronised clocks. The live entries give the slot
+//! table (`Ownership`).
+//!
+//! Fencing: a node treats itself as a member only until two thirds of the TTL after its last
+//! successful renewal was sent, i.e. it stops acting before anyone can have dropped it. When its
+//! view changes it stops acting (503, which forwarders retry), makes every actor drop its cache,
+//! then claims the slots it gained by writing its tenure token into each slot's fence keys; every
+//! batch an actor writes is a script that first checks those keys hold the token (see
+//! `persist::fence`). A node that lapsed (paused past its lease) starts a new tenure with a new
+//! token, so nothing it decided before cannot commit afterwards.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::ownership::{Member, Ownership};
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::persist::keys::PREFIX;
+use crate::persist::store::text;
+use crate::persist::{RedisStore, StoreError};
+
+/// Renews `ARGV[1]` in the members set (`KEYS[1]`) until `now + ARGV[2]` ms, drops expired
+/// entries, bumps the view epoch (`KEYS[2]`) when the set changed, and returns the epoch and the
+/// live entries. Views are thereby totally ordered: one epoch, one member list.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if removed > 0 or added > 0 then
+  redis.call('INCR', KEYS[2])
+end
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {epoch, redis.call('ZRANGE', KEYS[1], 0, -1)}
+";
+
+/// Claims one slot for a view: writes the token (`ARGV[1]`) into the slot's fence keys
+/// (`KEYS[1..3]`) unless the slot was already claimed under a newer view (`KEYS[4]` holds the
+/// epoch of the last claim, `ARGV[2]` is ours). So a node acting on an older view can never take
+/// a slot back from the owner of a newer one; returns 1 if claimed.
+const CLAIM: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[4]) or '0')
+if cur > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[4], ARGV[2])
+for i = 1, 3 do
+  redis.call('SET', KEYS[i], ARGV[1])
+end
+return 1
+";
+
+/// Slots claimed per pipeline (three SETs each).
+const CLAIM_CHUNK: usize = 2048;
+
+/// The actors that write a slot's state; each has its own fence key per slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Pairs,
+    Users,
+    Pools,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Pairs, Role::Users, Role::Pools];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Pairs => "pairs",
+            Role::Users => "users",
+            Role::Pools => "pools",
+        }
+    }
+}
+
+/// The fence key of `role` for `slot` (in the slot's hash tag, beside the data it guards).
+pub fn fence_key(role: Role, slot: u16) -> String {
+    format!("{PREFIX}:{{{slot}}}:fence:{}", role.as_str())
+}
+
+pub fn members_key() -> String {
+    format!("{PREFIX}:members")
+}
+
+fn epoch_key() -> String {
+    format!("{PREFIX}:members:epoch")
+}
+
+/// Epoch of the view under which `slot` was last claimed.
+fn claim_epoch_key(slot: u16) -> String {
+    format!("{PREFIX}:{{{slot}}}:fence:epoch")
+}
+
+/// Where a slot's actor lives, as this node sees it now.
+#[derive(Debug, Clone)]
+pub enum Route {
+    Local,
+    Remote(Member),
+}
+
+#[derive(Clone)]
+pub struct Membership {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: Member,
+    ttl: Duration,
+    state: RwLock<State>,
+    refresh: Notify,
+    /// A write was fenced although this node thought it owned the slot: claim again.
+    recheck: AtomicBool,
+    left: AtomicBool,
+}
+
+struct State {
+    table: Arc<Ownership>,
+    /// The view epoch `table` was computed at.
+    epoch: u64,
+    /// Until when this node may act (set on each successful renewal).
+    valid_until: Option<Instant>,
+    /// False while a view change is being carried out: the node answers 503 meanwhile.
+    settled: bool,
+    /// Written into the fence keys of the slots this node owns; new on each tenure.
+    token: Arc<str>,
+}
+
+/// What a view change asks of the node's actors before it claims its new slots.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub table: Arc<Ownership>,
+    /// True when this node (re)joins: everything it held may have been taken over meanwhile.
+    pub new_tenure: bool,
+}
+
+fn new_token(id: &str) -> Arc<str> {
+    Arc::from(format!("{id}:{}", &crate::protocol::ids::random_suffix()[..12]))
+}
+
+/// Reads the heartbeat's answer: `[epoch, [member, ..]]`.
+fn parse_view(value: Option<redis::Value>) -> (u64, Vec<Member>) {
+    let Some(redis::Value::Array(parts)) = value else { return (0, Vec::new()) };
+    let epoch = match parts.first() {
+        Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    };
+    let members = match parts.get(1) {
+        Some(redis::Value::Array(items)) => {
+            items.iter().filter_map(|v| text(v).and_then(|s| Member::decode(&s))).collect()
+        }
+        _ => Vec::new(),
+    };
+    (epoch, members)
+}
+
+impl Membership {
+    pub fn new(node_id: &str, url: &str, ttl: Duration) -> Membership {
+        let me = Member { id: Arc::from(node_id), url: Arc::from(url) };
+        Membership {
+            inner: Arc::new(Inner {
+                state: RwLock::new(State {
+                    table: Arc::new(Ownership::new(Vec::new())),
+                    epoch: 0,
+                    valid_until: None,
+                    settled: false,
+                    token: new_token(node_id),
+                }),
+                me,
+                ttl,
+                refresh: Notify::new(),
+                recheck: AtomicBool::new(false),
+                left: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.me.id
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> Option<T> {
+        self.inner.state.read().ok().map(|s| f(&s))
+    }
+
+    fn active(state: &State) -> bool {
+        state.settled && state.valid_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether this node is a settled, live member (readiness).
+    pub fn is_active(&self) -> bool {
+        self.with_state(Self::active).unwrap_or(false)
+    }
+
+    /// How many live members this node sees.
+    pub fn member_count(&self) -> usize {
+        self.with_state(|s| s.table.members.len()).unwrap_or(0)
+    }
+
+    /// The members this node sees.
+    pub fn members(&self) -> Vec<Member> {
+        self.with_state(|s| s.table.members.clone()).unwrap_or_default()
+    }
+
+    /// Where `slot`'s actors are; 503 while this node is not an active member.
+    pub fn route(&self, slot: u16) -> Result<Route, ApiError> {
+        let me = &self.inner.me.id;
+        self.with_state(|s| {
+            if !Self::active(s) {
+                return Err(Self::not_active());
+            }
+            match s.table.owner(slot) {
+                Some(m) if m.id == *me => Ok(Route::Local),
+                Some(m) => Ok(Route::Remote(m.clone())),
+                None => Err(Self::not_active()),
+            }
+        })
+        .unwrap_or_else(|| Err(Self::not_active()))
+    }
+
+    pub fn not_active() -> ApiError {
+        ApiError::Unavailable("this node is joining the cluster or handing slots over; retry".into())
+    }
+
+    /// Whether this node may act for `slot` now.
+    pub fn owns(&self, slot: u16) -> bool {
+        matches!(self.route(slot), Ok(Route::Local))
+    }
+
+    /// The fence keys and token for a batch writing `slots` as `role`; `Fenced` if this node may
+    /// not write one of them now.
+    pub fn fence(&self, role: Role, slots: impl Iterator<Item = u16>) -> Result<(Vec<String>, Arc<str>), StoreError> {
+        let me = &self.inner.me.id;
+        let state = self.inner.state.read().map_err(|_| StoreError::Fenced)?;
+        if !Self::active(&state) {
+            return Err(StoreError::Fenced);
+        }
+        let mut seen = HashSet::new();
+        let mut keys = Vec::new();
+        for slot in slots {
+            if !state.table.owned_by(slot, me) {
+                return Err(StoreError::Fenced);
+            }
+            if seen.insert(slot) {
+                keys.push(fence_key(role, slot));
+            }
+        }
+        Ok((keys, state.token.clone()))
+    }
+
+    /// Asks the membership loop to renew and re-read the members now (after a forward failed).
+    pub fn refresh_soon(&self) {
+        self.inner.refresh.notify_one();
+    }
+
+    /// A batch was fenced although this node's view says it owns the slots: renew now, and claim
+    /// the owned slots again (guarded by the view epoch, so never against a newer view).
+    pub fn fenced(&self) {
+        self.inner.recheck.store(true, Ordering::Relaxed);
+        self.refresh_soon();
+    }
+
+    /// Joins and stays a member until `leave`. `on_change` runs (and is awaited) whenever the view
+    /// changes, before the node claims its new slots and acts again. `first` is told once the
+    /// first renewal has been answered.
+    pub async fn keep<F, Fut>(
+        self,
+        store: RedisStore,
+        on_change: F,
+        mut first: Option<tokio::sync::oneshot::Sender<()>>,
+    ) where
+        F: Fn(Change) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let inner = &self.inner;
+        let ttl_ms = inner.ttl.as_millis() as u64;
+        let mut claimed: HashSet<u16> = HashSet::new();
+        while !inner.left.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(HEARTBEAT)
+                .arg(2)
+                .arg(members_key())
+                .arg(epoch_key())
+                .arg(inner.me.encode())
+                .arg(ttl_ms);
+            match store.run(pipe, 1).await {
+                Ok(values) => {
+                    let (epoch, members) = parse_view(values.into_iter().next());
+                    if let Err(e) = self.renewed(&store, &on_change, sent, epoch, members, &mut claimed).await {
+                        tracing::warn!(error = %e, "claiming slots failed; this node stays unready and retries");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "membership renewal failed; it lapses unless the next one succeeds")
+                }
+            }
+            METRICS.cluster_members.set(self.member_count() as i64);
+            METRICS.lease_held.set(i64::from(self.is_active()));
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+            let pause = inner.ttl / 3;
+            let _ = tokio::time::timeout(pause, inner.refresh.notified()).await;
+        }
+    }
+
+    /// A renewal sent at `sent` succeeded with `members`: carry out a view change if there is one.
+    async fn renewed<F, Fut>(
+        &self,
+        store: &RedisStore,
+        on_change: &F,
+        sent: Instant,
+        epoch: u64,
+        members: Vec<Member>,
+        claimed: &mut HashSet<u16>,
+    ) -> Result<(), StoreError>
+    where
+        F: Fn(Change) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let inner = &self.inner;
+        let table = Arc::new(Ownership::new(members));
+        let valid_until = sent + inner.ttl * 2 / 3;
+        let (new_tenure, changed) = {
+            let mut s = inner.state.write().map_err(|_| StoreError::Fenced)?;
+            // Lapsed: others may have dropped this node and taken its slots over.
+            let new_tenure = s.valid_until.is_none_or(|t| sent >= t);
+            let changed = new_tenure || !s.settled || s.epoch != epoch || s.table.members != table.members;
+            if changed {
+                s.settled = false;
+                s.table = table.clone();
+                s.epoch = epoch;
+                if new_tenure {
+                    s.token = new_token(&inner.me.id);
+                }
+            }
+            s.valid_until = Some(valid_until);
+            (new_tenure, changed)
+        };
+        let recheck = inner.recheck.swap(false, Ordering::Relaxed);
+        if !changed && !recheck {
+            return Ok(());
+        }
+        if new_tenure {
+            claimed.clear();
+            tracing::info!(node = %inner.me.id, members = table.members.len(), "joined the cluster (new tenure)");
+        } else if changed {
+            tracing::info!(node = %inner.me.id, members = table.members.len(), "cluster membership changed");
+        }
+        if changed {
+            on_change(Change { table: table.clone(), new_tenure }).await;
+        }
+        let mine: Vec<u16> = table.slots_of(&inner.me.id).collect();
+        let gained = mine.iter().filter(|s| !claimed.contains(s)).count();
+        // Every owned slot is claimed again, not only the gained ones: a claim under a view this
+        // node never saw (a member that joined and left between two renewals) may have replaced it.
+        // The epoch guard makes re-claiming harmless.
+        claimed.clear();
+        let token = self.with_state(|s| s.token.clone()).ok_or(StoreError::Fenced)?;
+        let script = redis::Script::new(CLAIM);
+        let mut refused = 0usize;
+        for chunk in mine.chunks(CLAIM_CHUNK) {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SCRIPT").arg("LOAD").arg(CLAIM);
+            for slot in chunk {
+                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(4);
+                for role in Role::ALL {
+                    pipe.arg(fence_key(role, *slot));
+                }
+                pipe.arg(claim_epoch_key(*slot)).arg(&*token).arg(epoch);
+            }
+            let values = store.run(pipe, chunk.len() + 1).await?;
+            for (slot, v) in chunk.iter().zip(values.iter().skip(1)) {
+                if matches!(v, redis::Value::Int(1)) {
+                    claimed.insert(*slot);
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        if refused > 0 {
+            // A newer view exists: this one is already out of date.
+            tracing::info!(node = %inner.me.id, epoch, refused, "slots already claimed under a newer view");
+            self.refresh_soon();
+        }
+        METRICS.ownership_changes.inc_by(gained as u64);
+        let mut s = inner.state.write().map_err(|_| StoreError::Fenced)?;
+        // Only if nothing newer replaced this view meanwhile.
+        if Arc::ptr_eq(&s.table, &table) {
+            s.settled = true;
+        }
+        tracing::info!(node = %inner.me.id, epoch, owned = mine.len(), gained, "slots claimed; acting as owner");
+        Ok(())
+    }
+
+    /// Leaves the cluster at shutdown so the others take over at once instead of after the TTL.
+    pub async fn leave(&self, store: &RedisStore) {
+        let inner = &self.inner;
+        inner.left.store(true, Ordering::Relaxed);
+        if let Ok(mut s) = inner.state.write() {
+            s.valid_until = None;
+            s.settled = false;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(members_key()).arg(inner.me.encode());
+        match store.run(pipe, 1).await {
+            Ok(_) => tracing::info!("left the cluster"),
+            Err(e) => tracing::warn!(error = %e, "could not leave the cluster; the entry expires by itself"),
+        }
+        METRICS.lease_held.set(0);
+    }
+}

@@ -1,0 +1,164 @@
+//! A stream opened on a node that does not own the user is fed from the owner: the node opens
+//! the owner's internal SSE stream for the user (`GET /internal/v1/events`) and relays each event
+//! to its local session, which writes it to the client as usual. The owner keeps the one log and
+//! the presence of the user (the relay is one of the user's connections there), so resume, "told
+//! once" and presence work the same whichever node the client reached. If the owner goes away the
+//! relay closes the client's connection with "reconnect" (1012) and the client resumes from its
+//! last event id through any node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::forward::{Forwarder, CLUSTER_KEY_HEADER};
+use super::ownership::Member;
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::protocol::{Event, EventKind, UserId};
+use crate::session::{CloseReason, Deliver};
+
+/// SSE comment carrying an event's creation time on its owner (unix µs), for the cross-node
+/// delivery histogram.
+pub const STAMP_PREFIX: &str = ": t=";
+
+thread_local! {
+    /// Streams live for hours: no overall timeout (the connect timeout still applies).
+    /// One connection per relayed stream, so no cap on connections per peer (awc's default is 100).
+    static STREAM_CLIENT: awc::Client =
+        awc::Client::builder().connector(awc::Connector::new().limit(0)).disable_timeout().finish();
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// When `event` was created, in unix µs (for the stamp).
+pub fn created_micros(event: &Event) -> u64 {
+    unix_micros().saturating_sub(event.created.elapsed().as_micros() as u64)
+}
+
+/// Opens `user`'s stream on `peer` (the owner), resuming after `since`, and relays it to
+/// `session` until either side ends. Fails like a local subscribe would (e.g. too many
+/// connections) if the owner refuses.
+pub async fn open(
+    forwarder: &Forwarder,
+    peer: &Member,
+    user: &UserId,
+    since: Option<u64>,
+    session: Recipient<Deliver>,
+) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+    let mut url = format!("{}/internal/v1/events?user={user}", peer.url);
+    if let Some(since) = since {
+        url.push_str(&format!("&since={since}"));
+    }
+    let request = STREAM_CLIENT.with(|c| c.get(url).insert_header((CLUSTER_KEY_HEADER, forwarder.key())));
+    let send = tokio::time::timeout(Duration::from_secs(5), request.send());
+    let mut res = match send.await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => {
+            forwarder.membership().refresh_soon();
+            return Err(ApiError::Unavailable(format!("the node owning this user is unreachable ({e}); reconnect")));
+        }
+        Err(_) => return Err(ApiError::Unavailable("the node owning this user did not answer; reconnect".into())),
+    };
+    if !res.status().is_success() {
+        let body = res.body().limit(64 << 10).await.unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let code = value["error"]["code"].as_str().unwrap_or("unavailable");
+        let message = value["error"]["message"].as_str().unwrap_or("the owning node refused the stream").to_string();
+        return Err(ApiError::from_code(code, message));
+    }
+    METRICS.connections.with_label_values(&["relay"]).inc();
+    Ok(actix_rt::spawn(async move {
+        let mut parser = SseParser::default();
+        let mut first = true;
+        'read: while let Some(chunk) = res.next().await {
+            let Ok(chunk) = chunk else { break };
+            for (event, stamp) in parser.push(&chunk) {
+                if let Some(created) = stamp {
+                    let lag = unix_micros().saturating_sub(created);
+                    METRICS.cross_node_delivery_seconds.observe(lag as f64 / 1e6);
+                }
+                let msg = if first {
+                    first = false;
+                    Deliver::Resume { hello: event, missed: Vec::new() }
+                } else {
+                    Deliver::Event(Arc::new(event))
+                };
+                match session.try_send(msg) {
+                    Ok(()) => {}
+                    Err(actix::dev::SendError::Full(_)) => {
+                        METRICS.slow_consumers.inc();
+                        session.do_send(Deliver::Close(CloseReason::SlowConsumer));
+                        break 'read;
+                    }
+                    Err(actix::dev::SendError::Closed(_)) => break 'read,
+                }
+            }
+        }
+        METRICS.connections.with_label_values(&["relay"]).dec();
+        // The owner went away or ended the stream: the client reconnects and resumes.
+        session.do_send(Deliver::Close(CloseReason::ShuttingDown));
+    }))
+}
+
+/// Incremental parser of the owner's SSE: `id:`, `event:`, `data:` lines, blocks ended by a
+/// blank line, and the `: t=` stamp comment.
+#[derive(Default)]
+struct SseParser {
+    buf: BytesMut,
+}
+
+impl SseParser {
+    fn push(&mut self, chunk: &[u8]) -> Vec<(Event, Option<u64>)> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+            let block = self.buf.split_to(end + 2);
+            if let Some(parsed) = Self::block(&block[..end]) {
+                out.push(parsed);
+            }
+        }
+        out
+    }
+
+    fn block(block: &[u8]) -> Option<(Event, Option<u64>)> {
+        let text = std::str::from_utf8(block).ok()?;
+        let (mut id, mut kind, mut data, mut stamp) = (None, None, None, None);
+        for line in text.split('\n') {
+            if let Some(v) = line.strip_prefix(STAMP_PREFIX) {
+                stamp = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = v.trim().parse::<u64>().ok();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                kind = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(v);
+            }
+        }
+        let type_name = match kind? {
+            "hello" => "hello",
+            other => EventKind::known_type(other)?,
+        };
+        Some((Event::stored(id?, type_name, Bytes::copy_from_slice(data?.as_bytes()), None), stamp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events_split_across_chunks_and_skips_keepalives() {
+        let mut p = SseParser::default();
+        assert!(p.push(b": keep-alive\n\nid: 3\nevent: hel").is_empty());
+        let got = p.push(b"lo\ndata: {\"id\":3,\"type\":\"hello\"}\n\n: t=17\nid: 4\nevent: match\ndata: {}\n\n");
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.id, got[0].0.type_name, got[0].1), (3, "hello", None));
+        assert_eq!(&got[0].0.json[..], b"{\"id\":3,\"type\":\"hello\"}");
+        assert_eq!((got[1].0.id, got[1].0.type_name, got[1].1), (4, "match", Some(17)));
+    }
+}
