@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the system packages the tests start
-# (redis-server, chromium + chromedriver) when they are missing, checks formatting and
-# lints, then runs every test. Nothing is skipped: a test whose server cannot start fails.
+# (redis-server, nginx for the cluster tests' load balancer, chromium + chromedriver) when they
+# are missing, checks formatting and lints, then runs every test. Nothing is skipped: a test whose
+# server cannot start fails. The cluster tests run their own nginx processes with their own config
+# on free loopback ports; the nginx package's system service is not needed (and is not started).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# /usr/sbin is not on a non-root user's PATH everywhere.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,7 +18,21 @@ if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
+  # policy-rc.d exit 101 keeps package scripts from starting services (nginx would take port 80).
+  # An existing policy is left as it is.
+  policy_rc=/usr/sbin/policy-rc.d
+  added_policy=""
+  if [ ! -e "$policy_rc" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null
+    $SUDO chmod +x "$policy_rc"
+    added_policy=1
+    trap '$SUDO rm -f "$policy_rc"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  if [ -n "$added_policy" ]; then
+    $SUDO rm -f "$policy_rc"
+    trap - EXIT
+  fi
 fi
 
 cargo fmt --all -- --check

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod bad_input;
+mod cluster;
 mod common;
 mod demo;
 mod durability;

@@ -1,9 +1,12 @@
 //! Test support: a real `matchd` server on an ephemeral port (started through the same library
-//! call as the binary), tracing for failing tests, real clients (`clients`) and the history checker
-//! (`history`).
+//! call as the binary), tracing for failing tests, real clients (`clients`), the history checker
+//! (`history`), and real processes: `matchd` (`process`), redis-server (`redis`), nginx (`nginx`)
+//! and a whole cluster of them (`cluster`).
 
 pub mod clients;
+pub mod cluster;
 pub mod history;
+pub mod nginx;
 pub mod process;
 pub mod redis;
 

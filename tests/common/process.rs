@@ -45,6 +45,22 @@ impl MatchdProcess {
         p
     }
 
+    /// A cluster member on `redis` (`--cluster`, advertising its own listen address; one worker, two
+    /// shards, a short lease), started and up (`/healthz`); it may not have joined yet.
+    pub fn cluster_node(redis: &super::redis::RedisServer) -> MatchdProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("matchd.toml");
+        std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n")).unwrap();
+        let port = free_port();
+        let (url, advertise) = (redis.url(), format!("http://127.0.0.1:{port}"));
+        let args = ["--cluster", "--advertise", &advertise, "--redis", &url, "--workers", "1", "--shards", "2"];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);
+        let mut p = MatchdProcess { port, args, child: None, _dir: Some(dir) };
+        p.spawn();
+        p
+    }
+
     /// Waits until `/readyz` answers 200 (Redis reachable and this node active).
     pub fn wait_ready(&self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
@@ -69,6 +85,11 @@ impl MatchdProcess {
             if self.healthy() {
                 return;
             }
+            // A process that exits (bad flags, bad config) says why on stderr; do not wait for it.
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                panic!("matchd on port {} exited ({status}) before it was healthy: {:?}", self.port, self.args);
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!("matchd on port {} did not become healthy", self.port);
@@ -89,12 +110,35 @@ impl MatchdProcess {
 
     /// The status code of a plain GET, if the server answers.
     pub fn status(&self, path: &str) -> Option<u16> {
+        self.get(path).map(|(status, _)| status)
+    }
+
+    /// The status and body of a plain GET, if the server answers within 2 s.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        self.send_raw("GET", path, None, None)?.read(Duration::from_secs(2))
+    }
+
+    /// Writes one request (`Connection: close`) and leaves its answer unread. The kernel accepts the
+    /// connection and keeps the bytes even while the process is stopped (SIGSTOP), so the request is
+    /// the first thing the process finds when it runs again. `None` if nothing listens.
+    pub fn send_raw(&self, method: &str, path: &str, token: Option<&str>, json: Option<&str>) -> Option<RawRequest> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        out.split_whitespace().nth(1)?.parse().ok()
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n", self.port);
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = json.unwrap_or("");
+        if json.is_some() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        s.write_all(head.as_bytes()).ok()?;
+        Some(RawRequest(s))
+    }
+
+    /// The process is running (not killed, not exited by itself).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL: the process gets no chance to flush anything.
@@ -139,5 +183,40 @@ impl MatchdProcess {
 impl Drop for MatchdProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A request written by [`MatchdProcess::send_raw`] whose answer is still to be read.
+pub struct RawRequest(TcpStream);
+
+impl RawRequest {
+    /// The answer's status and body (chunked bodies decoded), if it comes within `within`.
+    pub fn read(mut self, within: Duration) -> Option<(u16, String)> {
+        self.0.set_read_timeout(Some(within)).ok()?;
+        let mut raw = Vec::new();
+        self.0.read_to_end(&mut raw).ok()?;
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..end]).to_string();
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let mut body = raw[end + 4..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body)?;
+        }
+        Some((status, String::from_utf8_lossy(&body).to_string()))
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&data[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
     }
 }

@@ -75,8 +75,8 @@ async fn redis_refuses_a_batch_written_under_someone_elses_lease() {
     let _trace = crate::common::trace_init();
     let redis = RedisServer::start();
     let store = matchd::persist::RedisStore::connect_lazy(&redis.url(), Duration::from_secs(1)).unwrap();
-    let mine = matchd::persist::LeaseToken { key: "matchd:lease".into(), token: "me".into() };
-    let theirs = matchd::persist::LeaseToken { key: "matchd:lease".into(), token: "them".into() };
+    let mine = matchd::persist::FenceToken { keys: vec!["matchd:lease".into()], token: "me".into() };
+    let theirs = matchd::persist::FenceToken { keys: vec!["matchd:lease".into()], token: "them".into() };
     let mut take = redis::pipe();
     take.cmd("SET").arg("matchd:lease").arg("me");
     store.run(take, 1).await.unwrap();

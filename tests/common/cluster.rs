@@ -1,0 +1,108 @@
+//! A multi-active cluster for tests: one real redis-server, `n` `matchd --cluster` processes on
+//! loopback ports and nginx in front of them. Nodes can be killed (SIGKILL), paused (SIGSTOP) and
+//! woken; `wait_converged` waits until every running node has joined and sees the same members.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::clients::Api;
+use super::nginx::NginxServer;
+use super::process::MatchdProcess;
+use super::redis::RedisServer;
+
+/// Fields drop in order: nginx, then the nodes, then Redis.
+pub struct Cluster {
+    nginx: NginxServer,
+    nodes: Vec<MatchdProcess>,
+    /// Stopped with SIGSTOP and not woken yet.
+    paused: Vec<bool>,
+    apis: Vec<Api>,
+    lb: Api,
+    _redis: RedisServer,
+}
+
+impl Cluster {
+    /// Starts Redis, `n` nodes and nginx, and waits until every node is ready and sees `n` members.
+    pub async fn start(n: usize) -> Cluster {
+        let redis = RedisServer::start();
+        let nodes: Vec<MatchdProcess> = (0..n).map(|_| MatchdProcess::cluster_node(&redis)).collect();
+        let ports: Vec<u16> = nodes.iter().map(|p| p.port).collect();
+        let nginx = NginxServer::start(&ports);
+        let apis = nodes.iter().map(|p| Api::new(&p.base_url(), &p.ws_url())).collect();
+        let lb = Api::new(&nginx.base_url(), &nginx.ws_url());
+        let cluster = Cluster { nginx, paused: vec![false; n], nodes, apis, lb, _redis: redis };
+        cluster.wait_converged(n, Duration::from_secs(20)).await;
+        cluster
+    }
+
+    /// A client that goes through nginx (any node).
+    pub fn lb(&self) -> Api {
+        self.lb.clone()
+    }
+
+    /// A client of node `i` only.
+    pub fn api(&self, i: usize) -> Api {
+        self.apis[i].clone()
+    }
+
+    pub fn node(&self, i: usize) -> &MatchdProcess {
+        &self.nodes[i]
+    }
+
+    /// What nginx logged (for failure messages).
+    pub fn nginx_output(&self) -> String {
+        self.nginx.output()
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+        self.paused[i] = false;
+    }
+
+    /// SIGSTOP node `i`: it keeps its sockets but does nothing (no lease renewal either).
+    pub fn pause(&mut self, i: usize) {
+        self.nodes[i].signal("STOP");
+        self.paused[i] = true;
+    }
+
+    /// SIGCONT node `i`.
+    pub fn wake(&mut self, i: usize) {
+        self.nodes[i].signal("CONT");
+        self.paused[i] = false;
+    }
+
+    /// Node `i`'s `GET /readyz`: status and JSON body (`Null` when the body is not JSON).
+    pub fn readyz(&self, i: usize) -> Option<(u16, Value)> {
+        let (status, body) = self.nodes[i].get("/readyz")?;
+        Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    }
+
+    /// The nodes that are running and not paused.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].running() && !self.paused[i]).collect()
+    }
+
+    /// Waits until every live node answers `/readyz` 200 with `"members": members`.
+    pub async fn wait_converged(&self, members: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen: Vec<(usize, Option<(u16, Value)>)> =
+                self.live().into_iter().map(|i| (i, self.readyz(i))).collect();
+            let converged = seen
+                .iter()
+                .all(|(_, r)| matches!(r, Some((200, body)) if body["members"].as_u64() == Some(members as u64)));
+            if converged {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not converge to {members} members within {within:?}; /readyz of the live nodes \
+                 (index, answer): {seen:?}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
