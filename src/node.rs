@@ -62,6 +62,9 @@ pub struct NodeInner {
     pub forwarder: Option<Forwarder>,
 }
 
+/// Pause between attempts to open a stream while its user's slot changes hands.
+const STREAM_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How a connection gets its user's events: from this node's user shard, or relayed from the
 /// owning node's (cluster mode).
 pub enum Subscription {
@@ -325,14 +328,35 @@ impl Node {
         session: SessionHandle,
         since: Option<u64>,
     ) -> Result<Subscription, ApiError> {
-        if let Some(f) = &self.forwarder {
-            if let Route::Remote(peer) = f.route(user_slot(user))? {
-                let relay = crate::cluster::remote_stream::open(f, &peer, user, since, session.recipient).await?;
-                return Ok(Subscription::Remote(relay));
+        let Some(f) = &self.forwarder else {
+            self.users.for_user(user).send(Subscribe { user: user.clone(), session, since }).await??;
+            return Ok(Subscription::Local);
+        };
+        // While the slot changes hands (a view change, an owner that just died) the stream waits
+        // for the new owner, within the action timeout, instead of failing the connection.
+        let deadline = tokio::time::Instant::now() + self.config.action_timeout();
+        loop {
+            let attempt = match f.route(user_slot(user)) {
+                Ok(Route::Remote(peer)) => {
+                    crate::cluster::remote_stream::open(f, &peer, user, since, session.recipient.clone())
+                        .await
+                        .map(Subscription::Remote)
+                }
+                Ok(Route::Local) => {
+                    let msg = Subscribe { user: user.clone(), session: session.clone(), since };
+                    crate::cluster::forward::flatten(self.users.for_user(user).send(msg).await)
+                        .map(|()| Subscription::Local)
+                }
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Err(ApiError::Unavailable(_)) if tokio::time::Instant::now() + STREAM_RETRY_PAUSE < deadline => {
+                    f.membership().refresh_soon();
+                    tokio::time::sleep(STREAM_RETRY_PAUSE).await;
+                }
+                other => return other,
             }
         }
-        self.users.for_user(user).send(Subscribe { user: user.clone(), session, since }).await??;
-        Ok(Subscription::Local)
     }
 
     /// The connection `session_id` of `user` is gone.

@@ -1,5 +1,5 @@
 //! Membership: every node of a cluster holds an entry in one Redis sorted set (`matchd:members`)
-//! whose score is its expiry, renewed every third of the lease TTL. Times are Redis's own clock
+//! whose score is its expiry, renewed five times per lease TTL. Times are Redis's own clock
 //! (`TIME` inside the script), so nodes need no synchronised clocks. The live entries give the slot
 //! table (`Ownership`).
 //!
@@ -307,7 +307,9 @@ impl Membership {
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
             }
-            let pause = inner.ttl / 3;
+            // Five renewals per TTL: a node must miss three in a row (a long pause) before it
+            // stops acting at two thirds of the TTL.
+            let pause = inner.ttl / 5;
             let _ = tokio::time::timeout(pause, inner.refresh.notified()).await;
         }
     }

@@ -112,6 +112,8 @@ struct Owed {
 struct Batch {
     dirty: HashSet<PairKey>,
     match_keys: Vec<(MatchId, PairKey)>,
+    /// Pairs whose active match ended (their guard key is deleted).
+    ended: Vec<PairKey>,
     room_keys: Vec<(RoomId, PairKey)>,
     loads: Vec<PairKey>,
     lookups: Vec<Lookup>,
@@ -418,6 +420,9 @@ impl PairShard {
             }
             Effect::Unmatched { match_, by } => {
                 METRICS.unmatches.inc();
+                if let Some(d) = self.durable.as_mut() {
+                    d.next.ended.push(key.clone());
+                }
                 self.notify(|| {
                     WebhookEvent::new(
                         format!("match.ended:{}", match_.match_id),
@@ -532,6 +537,12 @@ impl PairShard {
             pipe.cmd("SET").arg(keys::match_owner(key.slot(), id)).arg(keys::pair_member(key));
             expect.push(Expect::Ignore);
         }
+        for key in &batch.ended {
+            pipe.cmd("DEL").arg(keys::active_match(key));
+            expect.push(Expect::Ignore);
+        }
+        let guards: Vec<(String, String)> =
+            batch.match_keys.iter().map(|(id, key)| (keys::active_match(key), id.to_string())).collect();
         for (id, key) in &batch.room_keys {
             pipe.cmd("SET").arg(keys::room_owner(key.slot(), id)).arg(keys::pair_member(key));
             expect.push(Expect::Ignore);
@@ -557,7 +568,7 @@ impl PairShard {
                 Lookup::Room(id) => id.slot().unwrap_or(0),
             }),
         );
-        batch::send(durability, slots, pipe, commands)
+        batch::send(durability, slots, guards, pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| act.committed(batch, expect, res, ctx))
             .spawn(ctx);

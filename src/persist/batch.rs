@@ -69,16 +69,17 @@ impl GroupCommit {
 pub fn send(
     durability: super::Durability,
     slots: impl Iterator<Item = u16>,
+    guards: Vec<(String, String)>,
     pipe: redis::Pipeline,
     commands: usize,
 ) -> futures_util::future::LocalBoxFuture<'static, Result<Vec<redis::Value>, super::StoreError>> {
     let fence = durability.fence.token(slots);
     Box::pin(async move {
         let fence = fence?;
-        if commands == 0 {
+        if commands == 0 && guards.is_empty() {
             Ok(Vec::new())
         } else {
-            let res = durability.store.run_fenced(&fence, pipe, commands).await;
+            let res = durability.store.run_fenced(&fence, &guards, pipe, commands).await;
             if matches!(res, Err(super::StoreError::Fenced)) {
                 durability.fence.refused();
             }

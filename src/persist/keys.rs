@@ -17,6 +17,12 @@ pub fn match_owner(slot: u16, id: &MatchId) -> String {
     format!("{PREFIX}:{{{slot}}}:match:{id}")
 }
 
+/// The pair's active match id: set (guarded, see `store::run_fenced`) when the pair matches,
+/// deleted when it unmatches; the last line of defence for one match per pair (I1).
+pub fn active_match(key: &PairKey) -> String {
+    format!("{PREFIX}:{{{}}}:active:{}:{}", key.slot(), key.low, key.high)
+}
+
 /// Room id -> pair, so a skip finds its room after a restart.
 pub fn room_owner(slot: u16, id: &RoomId) -> String {
     format!("{PREFIX}:{{{slot}}}:room:{id}")

@@ -88,6 +88,11 @@ use crate::error::ApiError;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Duplicate(what) = &e {
+            crate::metrics::METRICS.invariant_violations.with_label_values(&["duplicate_match_refused"]).inc();
+            tracing::error!(guard = %what, "Redis refused a second active match for a pair; nothing was written");
+            return ApiError::Unavailable("this pair's state changed under another owner; retry".into());
+        }
         if matches!(e, StoreError::Fenced) {
             return ApiError::Unavailable(
                 "this node is not the active owner of its data; retry on the active node".into(),

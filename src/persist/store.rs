@@ -22,9 +22,10 @@ pub struct FenceToken {
 }
 
 /// A batch as one script: checks that every fence key (`KEYS`: the lease, or the written slots'
-/// fence keys in cluster mode) holds this node's token, then runs each command (`ARGV`: token,
+/// fence keys in cluster mode) holds this node's token and that no guard key holds another value,
+/// then sets the guards and runs each command (`ARGV`: token, guard count, guard key/value pairs,
 /// command count, then per command its argument count and arguments). Atomic like MULTI/EXEC,
-/// and fenced.
+/// fenced, and all-or-nothing: every check runs before the first write.
 static FENCED_BATCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -33,9 +34,20 @@ for k = 1, #KEYS do
     return redis.error_reply('FENCED this node is not the owner of ' .. KEYS[k])
   end
 end
+local guards = tonumber(ARGV[2])
+for g = 0, guards - 1 do
+  local cur = redis.call('GET', ARGV[3 + 2 * g])
+  if cur and cur ~= ARGV[4 + 2 * g] then
+    return redis.error_reply('DUPLICATE ' .. ARGV[3 + 2 * g] .. ' already holds ' .. cur)
+  end
+end
+for g = 0, guards - 1 do
+  redis.call('SET', ARGV[3 + 2 * g], ARGV[4 + 2 * g])
+end
+local base = 3 + 2 * guards
 local out = {}
-local i = 3
-for c = 1, tonumber(ARGV[2]) do
+local i = base + 1
+for c = 1, tonumber(ARGV[base]) do
   local argc = tonumber(ARGV[i])
   out[c] = redis.call(unpack(ARGV, i + 1, i + argc))
   i = i + argc + 1
@@ -57,6 +69,10 @@ pub enum StoreError {
     Timeout,
     #[error("this node no longer holds the ownership lease; it may not write")]
     Fenced,
+    /// A guard key (one active match per pair) already holds another value: the batch would
+    /// break an invariant and was refused whole.
+    #[error("refused by a uniqueness guard: {0}")]
+    Duplicate(String),
     #[error("stored record {key} is unreadable: {message}")]
     Corrupt { key: String, message: String },
 }
@@ -102,6 +118,7 @@ impl RedisStore {
             match tokio::time::timeout_at(deadline, call(self.conn.clone())).await {
                 Ok(Ok(values)) => break Ok(values),
                 Ok(Err(e)) if e.code() == Some("FENCED") => break Err(StoreError::Fenced),
+                Ok(Err(e)) if e.code() == Some("DUPLICATE") => break Err(StoreError::Duplicate(e.to_string())),
                 Ok(Err(e))
                     if (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
                         && tokio::time::Instant::now() + RECONNECT_PAUSE < deadline =>
@@ -131,10 +148,16 @@ impl RedisStore {
     pub async fn run_fenced(
         &self,
         fence: &FenceToken,
+        guards: &[(String, String)],
         pipe: redis::Pipeline,
         commands: usize,
     ) -> Result<Vec<redis::Value>, StoreError> {
-        let mut argv: Vec<Vec<u8>> = vec![fence.token.as_bytes().to_vec(), commands.to_string().into_bytes()];
+        let mut argv: Vec<Vec<u8>> = vec![fence.token.as_bytes().to_vec(), guards.len().to_string().into_bytes()];
+        for (key, value) in guards {
+            argv.push(key.as_bytes().to_vec());
+            argv.push(value.as_bytes().to_vec());
+        }
+        argv.push(commands.to_string().into_bytes());
         for cmd in pipe.cmd_iter() {
             let args: Vec<&[u8]> = cmd
                 .args_iter()

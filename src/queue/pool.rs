@@ -139,7 +139,7 @@ impl PoolCoordinator {
         }
         let durability = st.durability.clone();
         let slot = crate::coord::slot::name_slot(self.name.as_str());
-        batch::send(durability, std::iter::once(slot), pipe, commands)
+        batch::send(durability, std::iter::once(slot), Vec::new(), pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| {
                 let Some(st) = act.store.as_mut() else { return };

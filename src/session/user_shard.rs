@@ -402,7 +402,7 @@ impl UserShard {
         }
         let durability = d.durability.clone();
         let slots = batch.events.iter().map(|(u, _)| u).chain(batch.index.iter().map(|(u, _)| u)).chain(&batch.loads);
-        batch::send(durability, slots.map(crate::coord::slot::user_slot), pipe, commands)
+        batch::send(durability, slots.map(crate::coord::slot::user_slot), Vec::new(), pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| match res {
                 Ok(values) if values.len() == commands => act.committed(batch, &values[first_load..], ctx),

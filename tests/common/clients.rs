@@ -142,13 +142,24 @@ impl Api {
         self.http.request(method, format!("{}{}", self.base, path))
     }
 
-    /// Sends `req` with `body` and reads the whole answer.
+    /// Sends `req` with `body` and reads the whole answer. A pooled keep-alive connection the
+    /// server closed meanwhile (e.g. a node that was paused) fails before the request is sent;
+    /// that, and only that, is retried on a fresh connection, like an HTTP client library would.
     pub async fn send(&self, req: awc::ClientRequest, body: Option<Bytes>) -> Reply {
-        let sent = match body {
-            Some(body) => req.send_body(body).await,
-            None => req.send().await,
+        let req = req.freeze().unwrap();
+        let mut attempts = 0;
+        let mut res = loop {
+            let sent = match &body {
+                Some(body) => req.send_body(body.clone()).await,
+                None => req.send().await,
+            };
+            match sent {
+                Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected)) if attempts < 3 => {
+                    attempts += 1;
+                }
+                other => break other.unwrap(),
+            }
         };
-        let mut res = sent.unwrap();
         let body = res.body().limit(16 << 20).await.unwrap();
         Reply { status: res.status(), headers: res.headers().clone(), body }
     }

@@ -64,6 +64,14 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
+    /// Runs one command with `redis-cli` and returns its raw output, trimmed ("" for nil).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let cli = binary().replace("redis-server", "redis-cli");
+        let out = Command::new(&cli).args(["-p", &self.port.to_string(), "--raw"]).args(args).output();
+        let out = out.unwrap_or_else(|e| panic!("cannot run {cli}: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// True when the server answers PING.
     pub fn ping(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };

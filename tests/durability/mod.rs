@@ -303,3 +303,27 @@ async fn idle_state_leaves_memory_and_comes_back_intact() {
     assert_eq!(api.try_swipe(&t1, "e3", "e1-like").await.unwrap().1["status"], "matched");
     server.shutdown().await;
 }
+
+/// The per-pair active-match guard follows the pair through unmatch and a new match: the guard key
+/// names the current match, is gone after an unmatch, and a pair can match again.
+#[actix_rt::test]
+async fn a_pair_can_match_again_after_unmatching_and_the_guard_follows_it() {
+    let _trace = crate::common::trace_init();
+    let redis = RedisServer::start();
+    let node = MatchdProcess::with_redis(&redis);
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    let guard = || {
+        let a = matchd::protocol::UserId::parse("again-a").unwrap();
+        let b = matchd::protocol::UserId::parse("again-b").unwrap();
+        let key = matchd::persist::keys::active_match(&matchd::coord::slot::PairKey::new(&a, &b).unwrap());
+        redis.cli(&["GET", &key])
+    };
+    let first = api.mutual_match("again-a", "again-b").await;
+    assert_eq!(guard(), first["match_id"].as_str().unwrap());
+    let ta = api.token("again-a").await;
+    assert_eq!(api.unmatch(&ta, first["match_id"].as_str().unwrap()).await.status, 200);
+    assert_eq!(guard(), "", "the guard outlived its match");
+    let second = api.mutual_match("again-a", "again-b").await;
+    assert_ne!(second["match_id"], first["match_id"]);
+    assert_eq!(guard(), second["match_id"].as_str().unwrap());
+}

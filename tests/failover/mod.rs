@@ -86,11 +86,45 @@ async fn redis_refuses_a_batch_written_under_someone_elses_lease() {
         pipe.cmd("GET").arg("matchd:probe");
         pipe
     };
-    let out = store.run_fenced(&mine, write("ok"), 2).await.unwrap();
+    let out = store.run_fenced(&mine, &[], write("ok"), 2).await.unwrap();
     assert_eq!(out[1], redis::Value::BulkString(b"ok".to_vec()));
-    let refused = store.run_fenced(&theirs, write("stale"), 2).await;
+    let refused = store.run_fenced(&theirs, &[], write("stale"), 2).await;
     assert!(matches!(refused, Err(matchd::persist::StoreError::Fenced)), "{refused:?}");
     let mut read = redis::pipe();
     read.cmd("GET").arg("matchd:probe");
     assert_eq!(store.run(read, 1).await.unwrap()[0], redis::Value::BulkString(b"ok".to_vec()));
+}
+
+/// The last line of defence for I1: whatever the fencing let through, Redis refuses a batch that
+/// would store a second active match for a pair, whole (none of its other writes land either).
+#[actix_rt::test]
+async fn redis_refuses_a_second_active_match_for_a_pair_and_writes_nothing_of_that_batch() {
+    let _trace = crate::common::trace_init();
+    let redis = RedisServer::start();
+    let store = matchd::persist::RedisStore::connect_lazy(&redis.url(), Duration::from_secs(1)).unwrap();
+    let owner = matchd::persist::FenceToken { keys: vec!["matchd:lease".into()], token: "me".into() };
+    let mut take = redis::pipe();
+    take.cmd("SET").arg("matchd:lease").arg("me");
+    store.run(take, 1).await.unwrap();
+    let a = matchd::protocol::UserId::parse("guard-a").unwrap();
+    let b = matchd::protocol::UserId::parse("guard-b").unwrap();
+    let pair = matchd::coord::slot::PairKey::new(&a, &b).unwrap();
+    let active = matchd::persist::keys::active_match(&pair);
+    let write = |value: &str| {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg("matchd:probe").arg(value);
+        pipe
+    };
+    let first = [(active.clone(), "match-1".to_string())];
+    store.run_fenced(&owner, &first, write("first"), 1).await.unwrap();
+    // The same match again (a retried batch) passes.
+    store.run_fenced(&owner, &first, write("retry"), 1).await.unwrap();
+    let second = [(active.clone(), "match-2".to_string())];
+    let refused = store.run_fenced(&owner, &second, write("second"), 1).await;
+    assert!(matches!(refused, Err(matchd::persist::StoreError::Duplicate(_))), "{refused:?}");
+    let mut read = redis::pipe();
+    read.cmd("GET").arg("matchd:probe").cmd("GET").arg(&active);
+    let values = store.run(read, 2).await.unwrap();
+    assert_eq!(values[0], redis::Value::BulkString(b"retry".to_vec()), "the refused batch wrote something");
+    assert_eq!(values[1], redis::Value::BulkString(b"match-1".to_vec()));
 }
