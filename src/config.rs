@@ -430,9 +430,18 @@ impl Config {
                 return bad("advertise", "must be http://host:port, reachable by the other nodes (not 0.0.0.0)");
             }
         }
-        if let Some(url) = &self.redis {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                return bad("redis", "must be a redis://, rediss:// or unix:// URL");
+        if let Some(urls) = &self.redis {
+            let seeds: Vec<&str> = urls.split(',').map(str::trim).collect();
+            for url in &seeds {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                    return bad(
+                        "redis",
+                        "must be a redis://, rediss:// or unix:// URL (several, comma-separated, for a Redis Cluster)",
+                    );
+                }
+            }
+            if seeds.len() > 1 && self.cluster.is_none() {
+                return bad("redis", "a Redis Cluster (several seed URLs) needs --cluster: the single-active lease cannot fence across Redis slots");
             }
         }
         let l = &self.limits;

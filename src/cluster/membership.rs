@@ -85,12 +85,14 @@ pub fn fence_key(role: Role, slot: u16) -> String {
     format!("{PREFIX}:{{{slot}}}:fence:{}", role.as_str())
 }
 
+/// The members set; it and the epoch share a hash tag so the heartbeat script is single-slot on a
+/// Redis Cluster.
 pub fn members_key() -> String {
-    format!("{PREFIX}:members")
+    format!("{PREFIX}:{{members}}:set")
 }
 
 fn epoch_key() -> String {
-    format!("{PREFIX}:members:epoch")
+    format!("{PREFIX}:{{members}}:epoch")
 }
 
 /// Epoch of the view under which `slot` was last claimed.
@@ -367,20 +369,20 @@ impl Membership {
         // The epoch guard makes re-claiming harmless.
         claimed.clear();
         let token = self.with_state(|s| s.token.clone()).ok_or(StoreError::Fenced)?;
-        let script = redis::Script::new(CLAIM);
         let mut refused = 0usize;
         for chunk in mine.chunks(CLAIM_CHUNK) {
+            // EVAL rather than EVALSHA: on a Redis Cluster the claims of one pipeline go to
+            // different servers, and none of them needs the script loaded beforehand.
             let mut pipe = redis::pipe();
-            pipe.cmd("SCRIPT").arg("LOAD").arg(CLAIM);
             for slot in chunk {
-                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(4);
+                pipe.cmd("EVAL").arg(CLAIM).arg(4);
                 for role in Role::ALL {
                     pipe.arg(fence_key(role, *slot));
                 }
                 pipe.arg(claim_epoch_key(*slot)).arg(&*token).arg(epoch);
             }
-            let values = store.run(pipe, chunk.len() + 1).await?;
-            for (slot, v) in chunk.iter().zip(values.iter().skip(1)) {
+            let values = store.run(pipe, chunk.len()).await?;
+            for (slot, v) in chunk.iter().zip(values.iter()) {
                 if matches!(v, redis::Value::Int(1)) {
                     claimed.insert(*slot);
                 } else {

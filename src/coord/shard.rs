@@ -45,6 +45,8 @@ pub(crate) fn evict_interval(idle_ms: u64) -> Duration {
 
 /// How long a committed outbox entry may stay unconfirmed before it is published again.
 const OUTBOX_RETRY: Duration = Duration::from_secs(1);
+/// How soon a new owner sweeps stored outboxes and open rooms (or re-checks it may).
+const RECOVERY_SOON: Duration = Duration::from_millis(100);
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
@@ -803,7 +805,7 @@ impl PairShard {
         if !d.durability.fence.ready() {
             // Cluster mode, between views: sweep once this node knows which slots are its own.
             d.recovery_scheduled = true;
-            ctx.run_later(OUTBOX_RETRY, |act, ctx| act.recover_outboxes(ctx));
+            ctx.run_later(RECOVERY_SOON, |act, ctx| act.recover_outboxes(ctx));
             return;
         }
         let fence = &d.durability.fence;
@@ -865,6 +867,8 @@ impl Handler<ResetCache> for PairShard {
 
     fn handle(&mut self, _: ResetCache, ctx: &mut Context<Self>) {
         self.drop_cache(&ApiError::Unavailable("this node is taking over its data; retry".into()), ctx);
+        // A new owner sweeps what the previous one still owed at once, not after the retry pause.
+        ctx.run_later(RECOVERY_SOON, |act, ctx| act.recover_outboxes(ctx));
     }
 }
 

@@ -1,9 +1,17 @@
 //! `RedisStore`: one multiplexed, self-reconnecting connection per shard, with every call bounded
 //! by the persistence timeout so a Redis outage turns into prompt 503s, not hung requests.
+//!
+//! With several seed URLs the store talks to a Redis Cluster. Every key carries its slot as a hash
+//! tag, so the commands of one matchd slot live in one Redis Cluster slot; a pipeline or fenced
+//! batch touching several slots is split into one pipeline (or one fenced script) per hash tag,
+//! sent concurrently, and the answers are put back in the order of the commands.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 
 use crate::metrics::METRICS;
 
@@ -79,24 +87,149 @@ pub enum StoreError {
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    target: Target,
     timeout: Duration,
+}
+
+/// One Redis, or a Redis Cluster (connected on first use).
+#[derive(Clone)]
+enum Target {
+    Single(ConnectionManager),
+    Cluster(Arc<ClusterTarget>),
+}
+
+/// A Redis Cluster client and its connection, made on first use.
+struct ClusterTarget {
+    client: redis::cluster::ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+/// One hash tag's share of a fenced batch: its commands' positions, its commands, its guards.
+struct Part {
+    indices: Vec<usize>,
+    pipe: redis::Pipeline,
+    guards: Vec<(String, String)>,
+}
+
+/// A connection of either kind, for the calls below.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The hash tag (`{...}`) of a command's key, or the whole key if it has none; `None` for a
+/// command without a key.
+fn routing_tag(cmd: &redis::Cmd) -> Option<Vec<u8>> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    let key = match name.as_slice() {
+        b"EVAL" | b"EVALSHA" if args.get(2).is_some_and(|n| *n != b"0") => args.get(3)?,
+        b"EVAL" | b"EVALSHA" | b"PING" | b"SCRIPT" | b"INFO" => return None,
+        _ => args.get(1)?,
+    };
+    Some(tag_of(key).to_vec())
+}
+
+/// The part of `key` Redis Cluster hashes: the first non-empty `{...}`, else the whole key.
+fn tag_of(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|b| *b == b'{') {
+        if let Some(len) = key[open + 1..].iter().position(|b| *b == b'}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+/// Splits `pipe` into one pipeline per hash tag: (indices of its commands in `pipe`, pipeline).
+fn split_by_tag(pipe: &redis::Pipeline) -> Vec<(Vec<usize>, redis::Pipeline)> {
+    let mut groups: HashMap<Option<Vec<u8>>, (Vec<usize>, redis::Pipeline)> = HashMap::new();
+    for (i, cmd) in pipe.cmd_iter().enumerate() {
+        let group = groups.entry(routing_tag(cmd)).or_insert_with(|| (Vec::new(), redis::pipe()));
+        group.0.push(i);
+        group.1.add_command(cmd.clone());
+    }
+    groups.into_values().collect()
 }
 
 impl RedisStore {
     /// Prepares a connection to `url`; it connects on first use (and reconnects by itself), so a
-    /// server can start while Redis is down and become ready when it returns. Must be called on
-    /// the runtime (arbiter) that will use it.
+    /// server can start while Redis is down and become ready when it returns. Several URLs,
+    /// comma-separated, are the seed nodes of a Redis Cluster. Must be called on the runtime
+    /// (arbiter) that will use it.
     pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
+        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if seeds.len() > 1 {
+            let client = redis::cluster::ClusterClient::builder(seeds)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2)
+                .build()
+                .map_err(unavailable)?;
+            let target = Target::Cluster(Arc::new(ClusterTarget { client, conn: tokio::sync::OnceCell::new() }));
+            return Ok(RedisStore { target, timeout });
+        }
+        let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(RedisStore { conn, timeout })
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(RedisStore { target: Target::Single(conn), timeout })
+    }
+
+    /// Whether this store is a Redis Cluster (batches are split per slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// The connection, made on first use for a cluster.
+    async fn conn(&self) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Single(c) => Ok(Conn::Single(c.clone())),
+            Target::Cluster(t) => {
+                let c = t.conn.get_or_try_init(|| t.client.get_async_connection()).await?;
+                Ok(Conn::Cluster(c.clone()))
+            }
+        }
     }
 
     /// Runs `call` on the connection, bounded by the timeout.
@@ -107,7 +240,7 @@ impl RedisStore {
     /// is refused by Redis, which fails the batch and makes the shard reload.
     async fn call<T, F, Fut>(&self, commands: usize, mut call: F) -> Result<T, StoreError>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let started = tokio::time::Instant::now();
@@ -115,7 +248,11 @@ impl RedisStore {
         let result = loop {
             METRICS.persist_round_trips.inc();
             METRICS.persist_commands.inc_by(commands as u64);
-            match tokio::time::timeout_at(deadline, call(self.conn.clone())).await {
+            let attempt = async {
+                let conn = self.conn().await?;
+                call(conn).await
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(values)) => break Ok(values),
                 Ok(Err(e)) if e.code() == Some("FENCED") => break Err(StoreError::Fenced),
                 Ok(Err(e)) if e.code() == Some("DUPLICATE") => break Err(StoreError::Duplicate(e.to_string())),
@@ -137,19 +274,74 @@ impl RedisStore {
         result
     }
 
-    /// Runs `pipe` as sent, returning one value per command.
+    /// Runs `pipe` as sent, returning one value per command (on a Redis Cluster, one pipeline per
+    /// hash tag, concurrently).
     pub async fn run(&self, pipe: redis::Pipeline, commands: usize) -> Result<Vec<redis::Value>, StoreError> {
-        let pipe = &pipe;
+        if !self.is_cluster() {
+            return self.run_one(&pipe, commands).await;
+        }
+        let groups = split_by_tag(&pipe);
+        let answers = futures_util::future::join_all(groups.iter().map(|(idx, p)| self.run_one(p, idx.len()))).await;
+        merge(groups.into_iter().map(|(idx, _)| idx).zip(answers), commands)
+    }
+
+    async fn run_one(&self, pipe: &redis::Pipeline, commands: usize) -> Result<Vec<redis::Value>, StoreError> {
         self.call(commands, |mut conn| async move { pipe.query_async::<Vec<redis::Value>>(&mut conn).await }).await
     }
 
     /// Runs the commands of `pipe` atomically, and only if every key of `fence` still holds its
     /// token (fencing: a node that lost its lease or slots, say after a pause, cannot write).
+    ///
+    /// On a Redis Cluster the batch runs as one fenced script per hash tag (each with its slot's
+    /// fence keys and guards), concurrently: each slot's part is atomic and fenced, and if any part
+    /// fails the whole batch is reported failed (its waiters get 503, the shard reloads the truth).
     pub async fn run_fenced(
         &self,
         fence: &FenceToken,
         guards: &[(String, String)],
         pipe: redis::Pipeline,
+        commands: usize,
+    ) -> Result<Vec<redis::Value>, StoreError> {
+        if !self.is_cluster() {
+            return self.run_fenced_one(fence, guards, &pipe, commands).await;
+        }
+        let mut parts: HashMap<Vec<u8>, Part> = HashMap::new();
+        for (indices, group) in split_by_tag(&pipe) {
+            let tag = indices.first().and_then(|i| pipe.cmd_iter().nth(*i)).and_then(routing_tag).unwrap_or_default();
+            parts.insert(tag, Part { indices, pipe: group, guards: Vec::new() });
+        }
+        for guard in guards {
+            let tag = tag_of(guard.0.as_bytes()).to_vec();
+            let part = parts.entry(tag).or_insert_with(|| Part {
+                indices: Vec::new(),
+                pipe: redis::pipe(),
+                guards: Vec::new(),
+            });
+            part.guards.push(guard.clone());
+        }
+        let mut calls = Vec::new();
+        for (tag, Part { indices, pipe: group, guards }) in parts {
+            let keys: Vec<String> =
+                fence.keys.iter().filter(|k| tag_of(k.as_bytes()) == tag.as_slice()).cloned().collect();
+            if keys.is_empty() {
+                // A write to a slot the batch did not claim: never sent unfenced.
+                return Err(StoreError::Fenced);
+            }
+            let part_fence = FenceToken { keys, token: fence.token.clone() };
+            calls.push(async move {
+                let n = indices.len();
+                (indices, self.run_fenced_one(&part_fence, &guards, &group, n).await)
+            });
+        }
+        let answers = futures_util::future::join_all(calls).await;
+        merge(answers.into_iter(), commands)
+    }
+
+    async fn run_fenced_one(
+        &self,
+        fence: &FenceToken,
+        guards: &[(String, String)],
+        pipe: &redis::Pipeline,
         commands: usize,
     ) -> Result<Vec<redis::Value>, StoreError> {
         let mut argv: Vec<Vec<u8>> = vec![fence.token.as_bytes().to_vec(), guards.len().to_string().into_bytes()];
@@ -189,6 +381,33 @@ impl RedisStore {
         pipe.cmd("PING");
         self.run(pipe, 1).await.map(|_| ())
     }
+}
+
+/// Puts per-group answers back in command order; the first failure fails the whole.
+fn merge(
+    parts: impl Iterator<Item = (Vec<usize>, Result<Vec<redis::Value>, StoreError>)>,
+    commands: usize,
+) -> Result<Vec<redis::Value>, StoreError> {
+    let mut out = vec![redis::Value::Nil; commands];
+    let mut failure = None;
+    for (indices, answer) in parts {
+        match answer {
+            Ok(values) => {
+                for (i, v) in indices.into_iter().zip(values) {
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = v;
+                    }
+                }
+            }
+            Err(e) => {
+                // A fencing refusal says more than a timeout of another part.
+                if failure.is_none() || matches!(e, StoreError::Fenced | StoreError::Duplicate(_)) {
+                    failure = Some(e);
+                }
+            }
+        }
+    }
+    failure.map_or(Ok(out), Err)
 }
 
 /// Reads a bulk string value as UTF-8 text (`None` for nil).

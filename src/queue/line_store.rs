@@ -26,11 +26,6 @@ pub fn line_key(pool: &PoolName) -> String {
     format!("{PREFIX}:{{{}}}:pool:{pool}", crate::coord::slot::name_slot(pool.as_str()))
 }
 
-/// Names of pools with a stored line (so a restart knows which to reload).
-pub fn pools_key() -> String {
-    format!("{PREFIX}:pools")
-}
-
 /// An answer waiting for the batch that stores what it reports.
 pub type Waiter = Box<dyn FnOnce(Option<crate::error::ApiError>)>;
 

@@ -13,7 +13,7 @@ use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 
 use actix::{ActorFutureExt, ContextFutureSpawner, WrapFuture};
 
-use super::line_store::{line_key, pools_key, LineStore, StoredWaiter};
+use super::line_store::{line_key, LineStore, StoredWaiter};
 use super::matcher::{Candidate, JoinOutcome, Matcher};
 use super::messages::{CreateRoom, Dequeue, DequeueOutcome, Enqueue, GetStatus};
 use super::placement::RestorePlace;
@@ -131,10 +131,6 @@ impl PoolCoordinator {
                     pipe.cmd("HDEL").arg(&key).arg(user.as_str());
                 }
             }
-            commands += 1;
-        }
-        if commands > 0 {
-            pipe.cmd("SADD").arg(pools_key()).arg(self.name.as_str());
             commands += 1;
         }
         let durability = st.durability.clone();

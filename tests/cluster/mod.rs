@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
-use crate::common::cluster::Cluster;
+use crate::common::cluster::{Backing, Cluster};
 use crate::common::history::{pair, History, SwipeRecord};
 use crate::common::nginx::NginxServer;
 use crate::common::process::{MatchdProcess, TEST_LEASE_MS};
@@ -175,10 +175,19 @@ impl RaceCtx {
 
 #[actix_rt::test]
 async fn mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair() {
+    mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair_on(Backing::Redis).await;
+}
+
+#[actix_rt::test]
+async fn mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair_on_a_redis_cluster() {
+    mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair_on(Backing::RedisCluster).await;
+}
+
+async fn mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair_on(backing: Backing) {
     const PAIRS: usize = 1000;
     let _trace = common::trace_init();
     let started = Instant::now();
-    let cluster = Cluster::start(NODES).await;
+    let cluster = Cluster::start_on(NODES, backing).await;
     let lb = cluster.lb();
     let mut rng = StdRng::seed_from_u64(0xc105);
 
@@ -286,6 +295,10 @@ async fn mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair()
         summary.events,
         started.elapsed()
     );
+    if let Some(counts) = cluster.redis_cluster_key_counts() {
+        // The state really is spread over the Redis Cluster's masters, not funnelled into one.
+        assert!(counts.iter().all(|n| *n > 100), "keys per Redis Cluster master: {counts:?}");
+    }
 }
 
 /// What happens to a first-round room in the spin test.
@@ -310,10 +323,19 @@ enum Place {
 
 #[actix_rt::test]
 async fn spins_through_every_node_pair_each_user_once_and_skips_close_rooms_for_both() {
+    spins_through_every_node_pair_each_user_once_and_skips_close_rooms_for_both_on(Backing::Redis).await;
+}
+
+#[actix_rt::test]
+async fn spins_through_every_node_pair_each_user_once_and_skips_close_rooms_for_both_on_a_redis_cluster() {
+    spins_through_every_node_pair_each_user_once_and_skips_close_rooms_for_both_on(Backing::RedisCluster).await;
+}
+
+async fn spins_through_every_node_pair_each_user_once_and_skips_close_rooms_for_both_on(backing: Backing) {
     const SPINNERS: usize = 150;
     const POOL: &str = "cluster";
     let _trace = common::trace_init();
-    let cluster = Cluster::start(NODES).await;
+    let cluster = Cluster::start_on(NODES, backing).await;
     let lb = cluster.lb();
     let apis: Vec<Api> = (0..NODES).map(|i| cluster.api(i)).collect();
     let users: Vec<String> = (0..SPINNERS).map(|i| format!("q{i}")).collect();
@@ -728,12 +750,21 @@ async fn swipe_until_acknowledged(
 
 #[actix_rt::test]
 async fn a_node_killed_mid_load_loses_no_acknowledged_swipe_and_streams_resume_without_gaps() {
+    a_node_killed_mid_load_loses_no_acknowledged_swipe_and_streams_resume_without_gaps_on(Backing::Redis).await;
+}
+
+#[actix_rt::test]
+async fn a_node_killed_mid_load_loses_no_acknowledged_swipe_and_streams_resume_without_gaps_on_a_redis_cluster() {
+    a_node_killed_mid_load_loses_no_acknowledged_swipe_and_streams_resume_without_gaps_on(Backing::RedisCluster).await;
+}
+
+async fn a_node_killed_mid_load_loses_no_acknowledged_swipe_and_streams_resume_without_gaps_on(backing: Backing) {
     const PAIRS: usize = 300;
     /// A pair starts every this often: the load runs for PAIRS * STEP.
     const STEP: Duration = Duration::from_millis(20);
     const VICTIM: usize = 2;
     let _trace = common::trace_init();
-    let mut cluster = Cluster::start(NODES).await;
+    let mut cluster = Cluster::start_on(NODES, backing).await;
     let lb = cluster.lb();
     let survivors: Vec<Api> = (0..NODES).filter(|&i| i != VICTIM).map(|i| cluster.api(i)).collect();
     let routes: Vec<Api> = std::iter::once(lb.clone()).chain((0..NODES).map(|i| cluster.api(i))).collect();
@@ -897,10 +928,19 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_swipe_and_streams_resume_w
 
 #[actix_rt::test]
 async fn a_node_paused_past_its_lease_does_not_commit_as_a_stale_owner_when_it_wakes() {
+    a_node_paused_past_its_lease_does_not_commit_as_a_stale_owner_when_it_wakes_on(Backing::Redis).await;
+}
+
+#[actix_rt::test]
+async fn a_node_paused_past_its_lease_does_not_commit_as_a_stale_owner_when_it_wakes_on_a_redis_cluster() {
+    a_node_paused_past_its_lease_does_not_commit_as_a_stale_owner_when_it_wakes_on(Backing::RedisCluster).await;
+}
+
+async fn a_node_paused_past_its_lease_does_not_commit_as_a_stale_owner_when_it_wakes_on(backing: Backing) {
     const PAIRS: usize = 20;
     const PAUSED: usize = 0;
     let _trace = common::trace_init();
-    let mut cluster = Cluster::start(NODES).await;
+    let mut cluster = Cluster::start_on(NODES, backing).await;
     let (lb, paused) = (cluster.lb(), cluster.api(PAUSED));
     let others: Vec<Api> = (0..NODES).filter(|&i| i != PAUSED).map(|i| cluster.api(i)).collect();
     // Group w: a withdraws its like while the node sleeps. Group m: b likes back (a match).

@@ -11,6 +11,22 @@ use super::clients::Api;
 use super::nginx::NginxServer;
 use super::process::MatchdProcess;
 use super::redis::RedisServer;
+use super::redis_cluster::RedisCluster;
+
+/// What the nodes store into.
+#[derive(Debug, Clone, Copy)]
+pub enum Backing {
+    /// One redis-server.
+    Redis,
+    /// A three-master Redis Cluster.
+    RedisCluster,
+}
+
+/// Kept alive for the cluster's lifetime.
+enum Store {
+    Redis(#[allow(dead_code)] RedisServer),
+    Cluster(RedisCluster),
+}
 
 /// Fields drop in order: nginx, then the nodes, then Redis.
 pub struct Cluster {
@@ -20,14 +36,26 @@ pub struct Cluster {
     paused: Vec<bool>,
     apis: Vec<Api>,
     lb: Api,
-    _redis: RedisServer,
+    _redis: Store,
 }
 
 impl Cluster {
-    /// Starts Redis, `n` nodes and nginx, and waits until every node is ready and sees `n` members.
-    pub async fn start(n: usize) -> Cluster {
-        let redis = RedisServer::start();
-        let nodes: Vec<MatchdProcess> = (0..n).map(|_| MatchdProcess::cluster_node(&redis)).collect();
+    /// Starts the store, `n` nodes and nginx, and waits until every node is ready and sees `n`
+    /// members.
+    pub async fn start_on(n: usize, backing: Backing) -> Cluster {
+        let (redis, url) = match backing {
+            Backing::Redis => {
+                let r = RedisServer::start();
+                let url = r.url();
+                (Store::Redis(r), url)
+            }
+            Backing::RedisCluster => {
+                let r = RedisCluster::start(3);
+                let url = r.url();
+                (Store::Cluster(r), url)
+            }
+        };
+        let nodes: Vec<MatchdProcess> = (0..n).map(|_| MatchdProcess::cluster_node_on(&url)).collect();
         let ports: Vec<u16> = nodes.iter().map(|p| p.port).collect();
         let nginx = NginxServer::start(&ports);
         let apis = nodes.iter().map(|p| Api::new(&p.base_url(), &p.ws_url())).collect();
@@ -35,6 +63,14 @@ impl Cluster {
         let cluster = Cluster { nginx, paused: vec![false; n], nodes, apis, lb, _redis: redis };
         cluster.wait_converged(n, Duration::from_secs(20)).await;
         cluster
+    }
+
+    /// Keys per Redis Cluster master (`None` on a single Redis).
+    pub fn redis_cluster_key_counts(&self) -> Option<Vec<u64>> {
+        match &self._redis {
+            Store::Cluster(c) => Some(c.key_counts()),
+            Store::Redis(_) => None,
+        }
     }
 
     /// A client that goes through nginx (any node).

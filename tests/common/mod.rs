@@ -9,6 +9,7 @@ pub mod history;
 pub mod nginx;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::future::Future;
 

@@ -45,15 +45,14 @@ impl MatchdProcess {
         p
     }
 
-    /// A cluster member on `redis` (`--cluster`, advertising its own listen address; one worker, two
-    /// shards, a short lease), started and up (`/healthz`); it may not have joined yet.
-    pub fn cluster_node(redis: &super::redis::RedisServer) -> MatchdProcess {
+    /// A cluster node on the Redis (or Redis Cluster seed list) at `url`.
+    pub fn cluster_node_on(url: &str) -> MatchdProcess {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("matchd.toml");
         std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n")).unwrap();
         let port = free_port();
-        let (url, advertise) = (redis.url(), format!("http://127.0.0.1:{port}"));
-        let args = ["--cluster", "--advertise", &advertise, "--redis", &url, "--workers", "1", "--shards", "2"];
+        let advertise = format!("http://127.0.0.1:{port}");
+        let args = ["--cluster", "--advertise", &advertise, "--redis", url, "--workers", "1", "--shards", "2"];
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         args.extend(["--config".to_string(), config.to_str().unwrap().to_string()]);
         let mut p = MatchdProcess { port, args, child: None, _dir: Some(dir) };

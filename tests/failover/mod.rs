@@ -28,7 +28,13 @@ async fn a_standby_takes_over_with_everything_the_dead_active_node_acknowledged(
     active.kill9();
     standby.wait_ready(Duration::from_secs(10));
 
-    assert_eq!(b.matches(&t[0]).await, vec![m.clone()]);
+    // The match is decided and stored; the user's index gets it from the pair's outbox, which the
+    // new owner sweeps as it takes over (if the dead node had not written it yet).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.matches(&t[0]).await != vec![m.clone()] {
+        assert!(std::time::Instant::now() < deadline, "the acknowledged match never reached f1's matches");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_, body) = b.try_swipe(&t[2], "f1", "late-1").await.unwrap();
     assert_eq!(body["status"], "matched", "the dead node's acknowledged like was lost: {body}");
     let conn = b.ws_with(&t[1], WsOptions { since: Some(0), ..Default::default() }).await.unwrap();
