@@ -24,9 +24,11 @@ pub struct LoadCli {
 /// Options every scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Base URL of the server; must be a loopback address (127.0.0.0/8, ::1, localhost)
-    #[arg(long, global = true, env = ENV_URL, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Base URL of the server; must be a loopback address (127.0.0.0/8, ::1, localhost). Repeat it
+    /// (or separate URLs by commas) to spread users over the nodes of a cluster: user i's requests
+    /// and streams go to URL i mod n, and the two users of a pair always to different URLs
+    #[arg(long, global = true, env = ENV_URL, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub url: Vec<String>,
     /// HS256 secret to mint tokens locally; without it tokens come from POST /v1/dev/token (dev mode)
     #[arg(long, global = true, env = "MATCHD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -48,9 +50,10 @@ pub struct Common {
     /// Prefix of generated user ids [default: random], so runs never share users
     #[arg(long, global = true)]
     pub run_id: Option<String>,
-    /// The server's process id (same machine): report its CPU time per request and, for `idle`, its memory
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    /// The server's process id (same machine): report its CPU time per request and, for `idle`, its
+    /// memory. Repeat it (or separate ids by commas) for several nodes: their CPU and memory are summed
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Print the report as JSON
     #[arg(long, global = true)]
     pub json: bool,
@@ -139,4 +142,33 @@ pub struct HealthzArgs {
     /// Requests in total
     #[arg(long, default_value_t = 20_000)]
     pub requests: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::LoadCli;
+
+    #[test]
+    fn urls_and_pids_repeat_or_take_commas() {
+        let argv = [
+            "matchd-load",
+            "--url",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--url",
+            "http://127.0.0.1:3",
+            "--server-pid",
+            "7,8",
+            "--server-pid",
+            "9",
+            "healthz",
+        ];
+        let cli = LoadCli::try_parse_from(argv).unwrap();
+        assert_eq!(cli.common.url, ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]);
+        assert_eq!(cli.common.server_pid, [7, 8, 9]);
+        let one = LoadCli::try_parse_from(["matchd-load", "--url", "http://127.0.0.1:1", "healthz"]).unwrap();
+        assert_eq!(one.common.url, ["http://127.0.0.1:1"]);
+        assert!(one.common.server_pid.is_empty());
+    }
 }

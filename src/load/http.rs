@@ -82,6 +82,16 @@ impl Http {
         Http { client, streams, base: base.to_string(), timeout }
     }
 
+    /// The same pools (and connection limit), sending to another base URL.
+    pub fn with_base(&self, base: &str) -> Http {
+        Http {
+            client: self.client.clone(),
+            streams: self.streams.clone(),
+            base: base.to_string(),
+            timeout: self.timeout,
+        }
+    }
+
     /// The client for WebSocket and SSE connections.
     pub fn streams(&self) -> &awc::Client {
         &self.streams

@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //! - [`cli`]: flags and subcommands; [`error`]: why a run could not be carried out.
-//! - [`target`]: the server's base URL, refused unless it is a loopback address.
+//! - [`target`]: the servers' base URLs, refused unless they are loopback addresses.
 //! - [`token`]: dev tokens or locally minted HS256 tokens.
 //! - [`http`]: one thread's HTTP pool and calls; [`wire`]: the contract as a client reads it.
 //! - [`stream`], [`sse`]: WebSocket and SSE connections that record what they receive.
@@ -64,7 +64,10 @@ pub async fn run(cli: LoadCli) -> Result<Report, LoadError> {
     if common.timeout_secs == 0 || common.request_timeout_ms == 0 {
         return Err(LoadError::Usage("--timeout-secs and --request-timeout-ms must be positive".into()));
     }
-    let target = Target::parse(&common.url)?;
+    if common.url.is_empty() || common.url.len() > 64 {
+        return Err(LoadError::Usage("--url must be given 1 to 64 times".into()));
+    }
+    let targets = common.url.iter().map(|u| Target::parse(u)).collect::<Result<Vec<_>, _>>()?;
     let run_id = match &common.run_id {
         Some(id) => {
             let ok =
@@ -77,7 +80,7 @@ pub async fn run(cli: LoadCli) -> Result<Report, LoadError> {
         None => format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
     };
     let env = Arc::new(Env {
-        target,
+        targets,
         tokens: TokenSource::new(common.jwt_secret.as_deref()),
         deadline: Instant::now() + Duration::from_secs(common.timeout_secs),
         common,

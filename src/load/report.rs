@@ -39,7 +39,7 @@ impl Report {
     pub fn new(scenario: &str, env: &Env) -> Report {
         Report {
             scenario: scenario.to_string(),
-            target: env.target.http.clone(),
+            target: env.targets.iter().map(|t| t.http.as_str()).collect::<Vec<_>>().join(","),
             run_id: env.run_id.clone(),
             threads: env.common.threads,
             concurrency: env.common.concurrency,

@@ -134,7 +134,9 @@ pub async fn run(env: Arc<Env>, args: DeliveryArgs) -> Result<Report, LoadError>
 
 async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: WorkerCtx) -> Result<Recorder, LoadError> {
     let http = env.http();
-    // A pair's two users live on the same thread: user i belongs to group i / 2.
+    let https = env.https(&http);
+    // A pair's two users live on the same thread: user i belongs to group i / 2. User i's requests
+    // and streams go to target i mod n, so with several targets a pair's users are on different ones.
     let users: Vec<usize> = (0..args.users).filter(|&i| ctx.owns(i / 2)).collect();
     let names: Vec<String> = users.iter().map(|&i| env.user("d", i)).collect();
     let tokens: HashMap<String, String> =
@@ -148,14 +150,20 @@ async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: Worke
     for (&i, name) in users.iter().zip(&names) {
         let transport = if i < sse_users { Transport::Sse } else { Transport::Ws };
         for tab in 0..args.tabs {
-            specs.push(StreamSpec { token: token(name).to_string(), record: StreamRecord::new(name, tab, transport) });
+            specs.push(StreamSpec {
+                token: token(name).to_string(),
+                record: StreamRecord::new(name, tab, transport),
+                target: i,
+            });
         }
     }
     let connect_start = Instant::now();
     let streams = open_streams(&env, &http, specs, &stop, &mut rec.history).await;
     wait_for(env.settle_deadline(), || streams.iter().all(|s| s.settled())).await;
     rec.span("connect", connect_start, Instant::now());
-    super::healthz::warm_up(&http, env.concurrency()).await;
+    for http in &https {
+        super::healthz::warm_up(http, env.concurrency()).await;
+    }
 
     let my_pairs: Vec<usize> = (0..pairs).filter(|&k| ctx.owns(k)).collect();
     ctx.sync("swipes").await?;
@@ -164,15 +172,16 @@ async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: Worke
     let rec = RefCell::new(rec);
     futures_util::stream::iter(my_pairs.iter().copied())
         .for_each_concurrent(args.pairs_in_flight.max(1), |k| {
-            let (http, rec, env, token) = (&http, &rec, &env, &token);
+            let (https, rec, env, token) = (&https, &rec, &env, &token);
             async move {
+                let (http_a, http_b) = (&https[env.node(2 * k)], &https[env.node(2 * k + 1)]);
                 let (a, b) = (env.user("d", 2 * k), env.user("d", 2 * k + 1));
                 let first =
                     Swipe { token: token(&a), actor: &a, target: &b, right: true, swipe_id: None, retry: false };
-                if actions::swipe(http, rec, first).await.is_some() {
+                if actions::swipe(http_a, rec, first).await.is_some() {
                     let second =
                         Swipe { token: token(&b), actor: &b, target: &a, right: true, swipe_id: None, retry: false };
-                    actions::swipe(http, rec, second).await;
+                    actions::swipe(http_b, rec, second).await;
                 }
             }
         })

@@ -30,9 +30,11 @@ pub async fn measure(env: Arc<Env>, requests: usize) -> Result<Recorder, LoadErr
     let parts = workers::run(threads, deadline, move |ctx| {
         let env = env.clone();
         async move {
-            let http = env.http();
+            let https = env.https(&env.http());
             let c = env.concurrency();
-            warm_up(&http, c).await;
+            for http in &https {
+                warm_up(http, c).await;
+            }
             let rec = RefCell::new(Recorder::default());
             let mine = ctx.share(requests).count();
             ctx.sync("healthz").await?;
@@ -40,15 +42,18 @@ pub async fn measure(env: Arc<Env>, requests: usize) -> Result<Recorder, LoadErr
             note_cpu(&env, &ctx, &mut marks, "healthz", "start")?;
             let start = Instant::now();
             futures_util::stream::iter(0..mine)
-                .for_each_concurrent(c, |_| async {
-                    let sent = Instant::now();
-                    let res = http.get("/healthz", None).await;
-                    let mut r = rec.borrow_mut();
-                    r.latency("healthz_http").record(sent.elapsed());
-                    match res {
-                        Ok(reply) if reply.status == 200 => r.add("healthz", 1),
-                        Ok(reply) => r.history.fail("GET /healthz", reply.brief()),
-                        Err(e) => r.history.fail("GET /healthz", e.to_string()),
+                .for_each_concurrent(c, |k| {
+                    let (https, rec, env) = (&https, &rec, &env);
+                    async move {
+                        let sent = Instant::now();
+                        let res = https[env.node(k)].get("/healthz", None).await;
+                        let mut r = rec.borrow_mut();
+                        r.latency("healthz_http").record(sent.elapsed());
+                        match res {
+                            Ok(reply) if reply.status == 200 => r.add("healthz", 1),
+                            Ok(reply) => r.history.fail("GET /healthz", reply.brief()),
+                            Err(e) => r.history.fail("GET /healthz", e.to_string()),
+                        }
                     }
                 })
                 .await;

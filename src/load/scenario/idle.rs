@@ -25,7 +25,7 @@ pub async fn run(env: Arc<Env>, args: IdleArgs) -> Result<Report, LoadError> {
     if args.connections == 0 {
         return Err(LoadError::Usage("--connections must be at least 1".into()));
     }
-    let before = env.common.server_pid.map(vm_rss_kib).transpose()?;
+    let before = rss_kib(&env)?;
     let shared = (env.clone(), Arc::new(args.clone()));
     let parts = workers::run(env.common.threads, env.deadline, move |ctx| {
         let (env, args) = shared.clone();
@@ -36,13 +36,10 @@ pub async fn run(env: Arc<Env>, args: IdleArgs) -> Result<Report, LoadError> {
     for p in parts {
         rec.merge(p);
     }
-    let after_close = match env.common.server_pid {
-        Some(pid) => {
-            tokio::time::sleep(SETTLE_AFTER_CLOSE).await;
-            Some(vm_rss_kib(pid)?)
-        }
-        None => None,
-    };
+    if !env.common.server_pid.is_empty() {
+        tokio::time::sleep(SETTLE_AFTER_CLOSE).await;
+    }
+    let after_close = rss_kib(&env)?;
 
     let mut report = Report::new("idle", &env);
     report.param("connections", args.connections);
@@ -79,6 +76,14 @@ pub async fn run(env: Arc<Env>, args: IdleArgs) -> Result<Report, LoadError> {
     Ok(report)
 }
 
+/// `VmRSS` summed over the `--server-pid`s, if any were given.
+fn rss_kib(env: &Env) -> Result<Option<u64>, LoadError> {
+    if env.common.server_pid.is_empty() {
+        return Ok(None);
+    }
+    env.common.server_pid.iter().map(|&pid| vm_rss_kib(pid)).sum::<Result<u64, _>>().map(Some)
+}
+
 async fn worker(env: Arc<Env>, args: Arc<IdleArgs>, ctx: WorkerCtx) -> Result<Recorder, LoadError> {
     let http = env.http();
     let names: Vec<String> = ctx.share(args.connections).map(|i| env.user("i", i)).collect();
@@ -86,11 +91,13 @@ async fn worker(env: Arc<Env>, args: Arc<IdleArgs>, ctx: WorkerCtx) -> Result<Re
         names.iter().cloned().zip(env.tokens.tokens(&http, &names, env.concurrency()).await?).collect();
     let mut rec = Recorder::default();
     let (stop, _) = watch::channel(false);
-    let specs = names
-        .iter()
-        .map(|u| StreamSpec {
+    let specs = ctx
+        .share(args.connections)
+        .zip(&names)
+        .map(|(i, u)| StreamSpec {
             token: tokens.get(u).cloned().unwrap_or_default(),
             record: StreamRecord::new(u, 0, Transport::Ws),
+            target: i,
         })
         .collect();
     let start = Instant::now();
@@ -99,17 +106,17 @@ async fn worker(env: Arc<Env>, args: Arc<IdleArgs>, ctx: WorkerCtx) -> Result<Re
     rec.span("connect", start, Instant::now());
 
     ctx.sync("connected").await?;
-    let pid = env.common.server_pid.filter(|_| ctx.index == 0);
-    if let Some(pid) = pid {
-        rec.readings.insert("rss_connected_kib".into(), vm_rss_kib(pid)?);
+    let measure = ctx.index == 0;
+    if let (true, Some(kib)) = (measure, rss_kib(&env)?) {
+        rec.readings.insert("rss_connected_kib".into(), kib);
     }
     // Leave time before the run's deadline to measure and close.
     let now = Instant::now();
     let latest = env.deadline.checked_sub(Duration::from_secs(10)).unwrap_or(now).max(now);
     tokio::time::sleep_until((now + Duration::from_secs(args.hold_secs)).min(latest)).await;
     ctx.sync("held").await?;
-    if let Some(pid) = pid {
-        rec.readings.insert("rss_held_kib".into(), vm_rss_kib(pid)?);
+    if let (true, Some(kib)) = (measure, rss_kib(&env)?) {
+        rec.readings.insert("rss_held_kib".into(), kib);
     }
     stop.send_replace(true);
     rec.history.streams.extend(stream::finish(streams).await);

@@ -35,7 +35,8 @@ pub const GRACE: Duration = Duration::from_millis(200);
 
 /// What every thread of a run shares.
 pub struct Env {
-    pub target: Target,
+    /// The servers (at least one); user i goes to `targets[i % n]`.
+    pub targets: Vec<Target>,
     pub tokens: TokenSource,
     pub common: Common,
     /// Prefix of every generated user id.
@@ -45,9 +46,19 @@ pub struct Env {
 }
 
 impl Env {
-    /// A fresh HTTP side for the calling thread.
+    /// A fresh HTTP side for the calling thread, sending to the first target.
     pub fn http(&self) -> Http {
-        Http::new(&self.target.http, self.common.concurrency, Duration::from_millis(self.common.request_timeout_ms))
+        Http::new(&self.targets[0].http, self.common.concurrency, Duration::from_millis(self.common.request_timeout_ms))
+    }
+
+    /// `http` (the calling thread's pools) once per target, in target order: `[i % n]` is user i's.
+    pub fn https(&self, http: &Http) -> Vec<Http> {
+        self.targets.iter().map(|t| http.with_base(&t.http)).collect()
+    }
+
+    /// Index of the target that user (or stream, or request) number `i` goes to.
+    pub fn node(&self, i: usize) -> usize {
+        i % self.targets.len()
     }
 
     /// Requests in flight per thread.
@@ -121,14 +132,18 @@ impl Recorder {
     }
 }
 
-/// Thread 0 notes the server's (with `--server-pid`) and this process's CPU time so far, under
+/// Thread 0 notes the server's (with `--server-pid`; summed over several) and this process's CPU time so far, under
 /// `<phase>.server.<mark>` and `<phase>.client.<mark>` (nanoseconds).
 pub fn note_cpu(env: &Env, ctx: &WorkerCtx, rec: &mut Recorder, phase: &str, mark: &str) -> Result<(), LoadError> {
     if ctx.index != 0 {
         return Ok(());
     }
-    if let Some(pid) = env.common.server_pid {
-        rec.readings.insert(format!("{phase}.server.{mark}"), cpu_time(pid)?.as_nanos() as u64);
+    if !env.common.server_pid.is_empty() {
+        let mut ns = 0u64;
+        for &pid in &env.common.server_pid {
+            ns += cpu_time(pid)?.as_nanos() as u64;
+        }
+        rec.readings.insert(format!("{phase}.server.{mark}"), ns);
     }
     rec.readings.insert(format!("{phase}.client.{mark}"), cpu_time(std::process::id())?.as_nanos() as u64);
     Ok(())
@@ -148,10 +163,12 @@ pub fn report_cpu(rec: &Recorder, report: &mut Report, phase: &str, unit: &str, 
     }
 }
 
-/// A stream to open: its (empty) record and the token to open it with.
+/// A stream to open: its (empty) record, the token to open it with and the target it goes to
+/// (an index into `Env::targets`, taken modulo their number).
 pub struct StreamSpec {
     pub record: StreamRecord,
     pub token: String,
+    pub target: usize,
 }
 
 /// Opens `specs`, `concurrency` at a time. Failures go to the history; the rest are returned.
@@ -170,7 +187,8 @@ pub async fn open_streams(
                     super::history::Transport::Ws => "GET /v1/ws",
                     super::history::Transport::Sse => "GET /v1/events",
                 };
-                stream::open(http, &env.target, &spec.token, spec.record, rx).await.map_err(|e| (what, e))
+                let target = &env.targets[env.node(spec.target)];
+                stream::open(http, target, &spec.token, spec.record, rx).await.map_err(|e| (what, e))
             }
         })
         .buffer_unordered(env.concurrency())

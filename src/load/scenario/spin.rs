@@ -179,12 +179,13 @@ fn room_latencies(h: &History) -> (Latency, Latency, Latency) {
     (join, requeue, partner)
 }
 
-/// This thread's users: name, token, place and stream.
+/// This thread's users: name, token, place, stream and the target (index) they talk to.
 struct Spinner {
     name: String,
     token: String,
     place: Place,
     stream: usize,
+    node: usize,
 }
 
 fn room_of(s: &Spinner, streams: &[StreamHandle]) -> Option<RoomBody> {
@@ -213,27 +214,33 @@ async fn worker(
     ctx: WorkerCtx,
 ) -> Result<Recorder, LoadError> {
     let http = env.http();
-    let names: Vec<String> = ctx.share(users).map(|i| env.user("q", i)).collect();
+    let https = env.https(&http);
+    let numbers: Vec<usize> = ctx.share(users).collect();
+    let names: Vec<String> = numbers.iter().map(|&i| env.user("q", i)).collect();
     let tokens = env.tokens.tokens(&http, &names, env.concurrency()).await?;
     let mut rec = Recorder::default();
     let (stop, _) = watch::channel(false);
     let specs = names
         .iter()
         .zip(&tokens)
-        .map(|(u, t)| StreamSpec { token: t.clone(), record: StreamRecord::new(u, 0, Transport::Ws) })
+        .zip(&numbers)
+        .map(|((u, t), &i)| StreamSpec { token: t.clone(), record: StreamRecord::new(u, 0, Transport::Ws), target: i })
         .collect();
     let streams = open_streams(&env, &http, specs, &stop, &mut rec.history).await;
     wait_for(env.settle_deadline(), || streams.iter().all(|s| s.settled())).await;
-    super::healthz::warm_up(&http, env.concurrency()).await;
+    for http in &https {
+        super::healthz::warm_up(http, env.concurrency()).await;
+    }
     let by_user: HashMap<String, usize> =
         streams.iter().enumerate().map(|(i, s)| (s.record.borrow().user.clone(), i)).collect();
     // Users whose stream failed to open cannot be followed; they sit the run out.
     let mut spinners: Vec<Spinner> = names
         .into_iter()
         .zip(tokens)
-        .filter_map(|(name, token)| {
+        .zip(numbers)
+        .filter_map(|((name, token), i)| {
             let stream = *by_user.get(&name)?;
-            Some(Spinner { name, token, place: Place::default(), stream })
+            Some(Spinner { name, token, place: Place::default(), stream, node: env.node(i) })
         })
         .collect();
 
@@ -243,7 +250,8 @@ async fn worker(
     let rec = RefCell::new(rec);
     let joined: Vec<(usize, Joined)> = futures_util::stream::iter(0..spinners.len())
         .map(|i| {
-            let (http, rec, s, pool) = (&http, &rec, &spinners[i], pool.as_str());
+            let (rec, s, pool) = (&rec, &spinners[i], pool.as_str());
+            let http = &https[s.node];
             async move { (i, actions::join(http, rec, &s.token, &s.name, pool).await) }
         })
         .buffer_unordered(env.concurrency())
@@ -266,7 +274,7 @@ async fn worker(
     for round in 0..args.rounds {
         ctx.sync(&format!("round {round}")).await?;
         let leaving: Vec<Option<RoomBody>> = spinners.iter().map(|s| room_of(s, &streams)).collect();
-        skip_all(&http, &rec, &spinners, &leaving, args.both_skip_fraction, true).await;
+        skip_all(&https, &rec, &spinners, &leaving, args.both_skip_fraction, true).await;
         // Both members hear the close and are requeued. Wait until each has a new room, or until
         // nobody got one for a while (the pool may keep former partners apart).
         let until = env.settle_deadline();
@@ -333,7 +341,7 @@ async fn worker(
         let rooms: Vec<Option<RoomBody>> = spinners.iter().map(|s| room_of(s, &streams)).collect();
         futures_util::stream::iter(spinners.iter().zip(&rooms))
             .for_each_concurrent(env.concurrency(), |(s, room)| {
-                let (http, rec) = (&http, &rec);
+                let (http, rec) = (&https[s.node], &rec);
                 async move {
                     if let Some(room) = room {
                         actions::skip(http, rec, &s.token, &s.name, &room.room_id, false, true).await;
@@ -369,7 +377,7 @@ async fn worker(
 /// Skips the rooms in `rooms` (one per spinner): the lower member always, the other too when the
 /// room is picked by `both_fraction`.
 async fn skip_all(
-    http: &crate::load::http::Http,
+    https: &[crate::load::http::Http],
     rec: &RefCell<Recorder>,
     spinners: &[Spinner],
     rooms: &[Option<RoomBody>],
@@ -385,7 +393,7 @@ async fn skip_all(
             let both = picked(seed, both_fraction);
             let first = members.first() == Some(&s.name);
             if first || both {
-                actions::skip(http, rec, &s.token, &s.name, &room.room_id, requeue, both).await;
+                actions::skip(&https[s.node], rec, &s.token, &s.name, &room.room_id, requeue, both).await;
             }
         })
         .await;

@@ -147,6 +147,9 @@ async fn like(
 
 async fn worker(env: Arc<Env>, args: Arc<SwipesArgs>, ctx: WorkerCtx) -> Result<Recorder, LoadError> {
     let http = env.http();
+    // Pair p's users count as users 2p and 2p + 1 (so with several targets they are on different
+    // ones); lonely user j as user j.
+    let https = env.https(&http);
     let names = Names { env: &env };
     let pairs: Vec<usize> = ctx.share(args.pairs).collect();
     let noise: Vec<usize> = ctx.share(args.noise).collect();
@@ -174,17 +177,24 @@ async fn worker(env: Arc<Env>, args: Arc<SwipesArgs>, ctx: WorkerCtx) -> Result<
     let (stop, _) = watch::channel(false);
     let mut specs = Vec::new();
     for &p in pairs.iter().filter(|&&p| p < ws_pairs) {
-        for u in [names.a(p), names.b(p)] {
-            specs.push(StreamSpec { token: token(&u).to_string(), record: StreamRecord::new(&u, 0, Transport::Ws) });
+        for (u, i) in [(names.a(p), 2 * p), (names.b(p), 2 * p + 1)] {
+            let record = StreamRecord::new(&u, 0, Transport::Ws);
+            specs.push(StreamSpec { token: token(&u).to_string(), record, target: i });
         }
     }
     for &j in noise.iter().filter(|&&j| j < ws_noise) {
         let u = names.lonely(j);
-        specs.push(StreamSpec { token: token(&u).to_string(), record: StreamRecord::new(&u, 0, Transport::Ws) });
+        specs.push(StreamSpec {
+            token: token(&u).to_string(),
+            record: StreamRecord::new(&u, 0, Transport::Ws),
+            target: j,
+        });
     }
     let streams = open_streams(&env, &http, specs, &stop, &mut rec.history).await;
     wait_for(env.settle_deadline(), || streams.iter().all(|s| s.settled())).await;
-    super::healthz::warm_up(&http, env.concurrency()).await;
+    for http in &https {
+        super::healthz::warm_up(http, env.concurrency()).await;
+    }
 
     // Interleave noise among the pairs so it lands throughout the burst.
     let mut tasks: Vec<Task> = pairs.iter().map(|&p| Task::Pair(p)).collect();
@@ -201,7 +211,7 @@ async fn worker(env: Arc<Env>, args: Arc<SwipesArgs>, ctx: WorkerCtx) -> Result<
     let in_flight = (env.concurrency() / 2).max(1);
     futures_util::stream::iter(tasks)
         .for_each_concurrent(in_flight, |task| {
-            let (http, rec, names, args, token) = (&http, &rec, &names, &args, &token);
+            let (https, rec, names, args, token, env) = (&https, &rec, &names, &args, &token, &env);
             async move {
                 match task {
                     Task::Pair(p) => {
@@ -209,14 +219,16 @@ async fn worker(env: Arc<Env>, args: Arc<SwipesArgs>, ctx: WorkerCtx) -> Result<
                         let (ida, idb) = (format!("{a}-like"), format!("{b}-like"));
                         let retry_a = picked(2 * p as u64, args.retry_fraction);
                         let retry_b = picked(2 * p as u64 + 1, args.retry_fraction);
+                        let (http_a, http_b) = (&https[env.node(2 * p)], &https[env.node(2 * p + 1)]);
                         futures_util::future::join(
-                            like(http, rec, token(&a), &a, &b, &ida, retry_a),
-                            like(http, rec, token(&b), &b, &a, &idb, retry_b),
+                            like(http_a, rec, token(&a), &a, &b, &ida, retry_a),
+                            like(http_b, rec, token(&b), &b, &a, &idb, retry_b),
                         )
                         .await;
                     }
                     Task::Noise(j) => {
                         let (actor, target) = (names.a(j % args.pairs), names.lonely(j));
+                        let http = &https[env.node(2 * (j % args.pairs))];
                         let id = format!("{actor}-noise{j}");
                         let s = Swipe {
                             token: token(&actor),
