@@ -57,8 +57,8 @@ end
 return 1
 ";
 
-/// Slots claimed per pipeline (three SETs each).
-const CLAIM_CHUNK: usize = 2048;
+/// Slots claimed per request (one short script each).
+const CLAIM_CHUNK: usize = 512;
 
 /// The actors that write a slot's state; each has its own fence key per slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +132,8 @@ struct State {
     settled: bool,
     /// Written into the fence keys of the slots this node owns; new on each tenure.
     token: Arc<str>,
+    /// Bumped each time this node (re)joins after a lapse.
+    tenure: u64,
 }
 
 /// What a view change asks of the node's actors before it claims its new slots.
@@ -173,6 +175,7 @@ impl Membership {
                     valid_until: None,
                     settled: false,
                     token: new_token(node_id),
+                    tenure: 0,
                 }),
                 me,
                 ttl,
@@ -271,18 +274,42 @@ impl Membership {
     /// Joins and stays a member until `leave`. `on_change` runs (and is awaited) whenever the view
     /// changes, before the node claims its new slots and acts again. `first` is told once the
     /// first renewal has been answered.
-    pub async fn keep<F, Fut>(
-        self,
-        store: RedisStore,
-        on_change: F,
-        mut first: Option<tokio::sync::oneshot::Sender<()>>,
-    ) where
+    pub async fn keep<F, Fut>(self, store: RedisStore, on_change: F, first: Option<tokio::sync::oneshot::Sender<()>>)
+    where
         F: Fn(Change) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
+        // Renewals run on their own task, so a long hand-over (claiming thousands of slots on a
+        // busy machine) never delays them into a lapse.
+        let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+        actix_rt::spawn(self.clone().renew_forever(store.clone(), tx, first));
+        let mut claimed: HashSet<u16> = HashSet::new();
+        let mut tenure_seen = 0;
+        while rx.changed().await.is_ok() {
+            rx.borrow_and_update();
+            if self.inner.left.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Err(e) = self.reconcile(&store, &on_change, &mut claimed, &mut tenure_seen).await {
+                tracing::warn!(error = %e, "claiming slots failed; this node stays unready and retries");
+                self.inner.recheck.store(true, Ordering::Relaxed);
+                self.refresh_soon();
+            }
+        }
+    }
+
+    /// Renews this node's entry five times per TTL (a node must miss three in a row, a long pause,
+    /// before it stops acting at two thirds of the TTL), installs each new view at once (not
+    /// settled: the node stops acting for slots that may move), and wakes the reconciler.
+    async fn renew_forever(
+        self,
+        store: RedisStore,
+        changes: tokio::sync::watch::Sender<u64>,
+        mut first: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let inner = &self.inner;
         let ttl_ms = inner.ttl.as_millis() as u64;
-        let mut claimed: HashSet<u16> = HashSet::new();
+        let mut wakeups = 0u64;
         while !inner.left.load(Ordering::Relaxed) {
             let sent = Instant::now();
             let mut pipe = redis::pipe();
@@ -296,8 +323,10 @@ impl Membership {
             match store.run(pipe, 1).await {
                 Ok(values) => {
                     let (epoch, members) = parse_view(values.into_iter().next());
-                    if let Err(e) = self.renewed(&store, &on_change, sent, epoch, members, &mut claimed).await {
-                        tracing::warn!(error = %e, "claiming slots failed; this node stays unready and retries");
+                    let changed = self.install(sent, epoch, members);
+                    if changed || inner.recheck.load(Ordering::Relaxed) {
+                        wakeups += 1;
+                        let _ = changes.send(wakeups);
                     }
                 }
                 Err(e) => {
@@ -309,58 +338,66 @@ impl Membership {
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
             }
-            // Five renewals per TTL: a node must miss three in a row (a long pause) before it
-            // stops acting at two thirds of the TTL.
-            let pause = inner.ttl / 5;
-            let _ = tokio::time::timeout(pause, inner.refresh.notified()).await;
+            let _ = tokio::time::timeout(inner.ttl / 5, inner.refresh.notified()).await;
         }
+        // Wakes the reconciler so it sees `left` and ends.
+        let _ = changes.send(u64::MAX);
     }
 
-    /// A renewal sent at `sent` succeeded with `members`: carry out a view change if there is one.
-    async fn renewed<F, Fut>(
+    /// A renewal sent at `sent` succeeded: extend validity; install the view if it changed.
+    /// Returns whether the reconciler has work.
+    fn install(&self, sent: Instant, epoch: u64, members: Vec<Member>) -> bool {
+        let inner = &self.inner;
+        let Ok(mut s) = inner.state.write() else { return false };
+        // Lapsed: others may have dropped this node and taken its slots over.
+        let lapsed = s.valid_until.is_none_or(|t| sent >= t);
+        let table = Ownership::new(members);
+        let changed = lapsed || s.epoch != epoch || s.table.members != table.members;
+        if changed {
+            s.settled = false;
+            s.table = Arc::new(table);
+            s.epoch = epoch;
+            if lapsed {
+                s.token = new_token(&inner.me.id);
+                s.tenure += 1;
+            }
+        }
+        s.valid_until = Some(sent + inner.ttl * 2 / 3);
+        changed || !s.settled
+    }
+
+    /// Carries out the current view: the actors drop what moved, then every owned slot is claimed
+    /// under the view's epoch; the node acts again once that view is still current.
+    async fn reconcile<F, Fut>(
         &self,
         store: &RedisStore,
         on_change: &F,
-        sent: Instant,
-        epoch: u64,
-        members: Vec<Member>,
         claimed: &mut HashSet<u16>,
+        tenure_seen: &mut u64,
     ) -> Result<(), StoreError>
     where
         F: Fn(Change) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let inner = &self.inner;
-        let table = Arc::new(Ownership::new(members));
-        let valid_until = sent + inner.ttl * 2 / 3;
-        let (new_tenure, changed) = {
-            let mut s = inner.state.write().map_err(|_| StoreError::Fenced)?;
-            // Lapsed: others may have dropped this node and taken its slots over.
-            let new_tenure = s.valid_until.is_none_or(|t| sent >= t);
-            let changed = new_tenure || !s.settled || s.epoch != epoch || s.table.members != table.members;
-            if changed {
-                s.settled = false;
-                s.table = table.clone();
-                s.epoch = epoch;
-                if new_tenure {
-                    s.token = new_token(&inner.me.id);
-                }
-            }
-            s.valid_until = Some(valid_until);
-            (new_tenure, changed)
+        let (table, epoch, token, tenure, settled) = {
+            let s = inner.state.read().map_err(|_| StoreError::Fenced)?;
+            (s.table.clone(), s.epoch, s.token.clone(), s.tenure, s.settled)
         };
         let recheck = inner.recheck.swap(false, Ordering::Relaxed);
-        if !changed && !recheck {
+        if settled && !recheck {
             return Ok(());
         }
-        if new_tenure {
-            claimed.clear();
-            tracing::info!(node = %inner.me.id, members = table.members.len(), "joined the cluster (new tenure)");
-        } else if changed {
-            tracing::info!(node = %inner.me.id, members = table.members.len(), "cluster membership changed");
-        }
-        if changed {
+        let new_tenure = tenure != *tenure_seen;
+        if !settled {
+            if new_tenure {
+                claimed.clear();
+                tracing::info!(node = %inner.me.id, members = table.members.len(), "joined the cluster (new tenure)");
+            } else {
+                tracing::info!(node = %inner.me.id, members = table.members.len(), "cluster membership changed");
+            }
             on_change(Change { table: table.clone(), new_tenure }).await;
+            *tenure_seen = tenure;
         }
         let mine: Vec<u16> = table.slots_of(&inner.me.id).collect();
         let gained = mine.iter().filter(|s| !claimed.contains(s)).count();
@@ -368,7 +405,6 @@ impl Membership {
         // node never saw (a member that joined and left between two renewals) may have replaced it.
         // The epoch guard makes re-claiming harmless.
         claimed.clear();
-        let token = self.with_state(|s| s.token.clone()).ok_or(StoreError::Fenced)?;
         let mut refused = 0usize;
         for chunk in mine.chunks(CLAIM_CHUNK) {
             // EVAL rather than EVALSHA: on a Redis Cluster the claims of one pipeline go to
@@ -397,11 +433,11 @@ impl Membership {
         }
         METRICS.ownership_changes.inc_by(gained as u64);
         let mut s = inner.state.write().map_err(|_| StoreError::Fenced)?;
-        // Only if nothing newer replaced this view meanwhile.
-        if Arc::ptr_eq(&s.table, &table) {
+        // Only if nothing newer replaced this view (or this tenure) meanwhile.
+        if Arc::ptr_eq(&s.table, &table) && s.tenure == tenure {
             s.settled = true;
+            tracing::info!(node = %inner.me.id, epoch, owned = mine.len(), gained, "slots claimed; acting as owner");
         }
-        tracing::info!(node = %inner.me.id, epoch, owned = mine.len(), gained, "slots claimed; acting as owner");
         Ok(())
     }
 

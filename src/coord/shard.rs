@@ -45,6 +45,8 @@ pub(crate) fn evict_interval(idle_ms: u64) -> Duration {
 
 /// How long a committed outbox entry may stay unconfirmed before it is published again.
 const OUTBOX_RETRY: Duration = Duration::from_secs(1);
+/// Slots per request of the recovery sweep.
+const RECOVERY_CHUNK: usize = 512;
 /// How soon a new owner sweeps stored outboxes and open rooms (or re-checks it may).
 const RECOVERY_SOON: Duration = Duration::from_millis(100);
 
@@ -810,14 +812,22 @@ impl PairShard {
         }
         let fence = &d.durability.fence;
         let slots: Vec<u16> = (0..SLOT_COUNT).filter(|s| shard_of(*s, shards) == index && fence.owns(*s)).collect();
-        let mut pipe = redis::pipe();
-        for slot in &slots {
-            pipe.cmd("SMEMBERS").arg(keys::outbox(*slot));
-            pipe.cmd("SMEMBERS").arg(keys::open_rooms(*slot));
-        }
         let store = d.durability.store.clone();
-        let n = slots.len() * 2;
-        async move { store.run(pipe, n).await }
+        // In chunks, each within the persistence timeout (on a Redis Cluster every slot is its own
+        // request).
+        let sweep = async move {
+            let mut values = Vec::with_capacity(slots.len() * 2);
+            for chunk in slots.chunks(RECOVERY_CHUNK) {
+                let mut pipe = redis::pipe();
+                for slot in chunk {
+                    pipe.cmd("SMEMBERS").arg(keys::outbox(*slot));
+                    pipe.cmd("SMEMBERS").arg(keys::open_rooms(*slot));
+                }
+                values.extend(store.run(pipe, chunk.len() * 2).await?);
+            }
+            Ok::<_, StoreError>(values)
+        };
+        sweep
             .into_actor(self)
             .map(|res, act, ctx| match res {
                 Ok(values) => {

@@ -437,7 +437,10 @@ impl UserShard {
             }
         }
         for (user, values) in batch.loads.iter().zip(loads.chunks(2)) {
-            self.restore(user, values);
+            if self.restore(user, values) {
+                // In a room nobody may be connected to any more: the usual grace applies from now.
+                self.check_presence_later(user, ctx);
+            }
             let waiting = self.durable.as_mut().and_then(|d| d.loading.remove(user)).unwrap_or_default();
             for msg in waiting {
                 self.run(msg, ctx);
@@ -446,8 +449,10 @@ impl UserShard {
         self.schedule_flush(ctx);
     }
 
-    /// Installs a user's stored log and matches.
-    fn restore(&mut self, user: &UserId, values: &[redis::Value]) {
+    /// Installs a user's stored log and matches. A user whose log shows them in a room (assigned,
+    /// not closed) gets that place back, so a user who moved to this node (cluster mode) is never
+    /// idle here while still in a room elsewhere (I4). Returns whether it did.
+    fn restore(&mut self, user: &UserId, values: &[redis::Value]) -> bool {
         let cap = self.limits.event_log_capacity;
         let mut events = Vec::new();
         if let Some(redis::Value::Array(entries)) = values.first() {
@@ -465,10 +470,19 @@ impl UserShard {
                 }
             }
         }
+        let open_room = open_room_in(&events);
         let entry = self.entry(user);
         entry.log = EventLog::restored(cap, events);
         entry.matches = matches;
         entry.loaded = true;
+        match open_room {
+            Some((room_id, pool)) if entry.place == crate::queue::placement::Place::Idle => {
+                let ticket = crate::protocol::JoinRequest { pool, rating: None, region: None, tags: None };
+                entry.place = crate::queue::placement::Place::InRoom { room_id, ticket };
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A batch failed: nothing in it reached a client. Forget every user's log so it is reloaded
@@ -518,6 +532,27 @@ impl UserShard {
             });
         }
     }
+}
+
+/// The room a log (oldest first) leaves its user in: the last `room_assigned` not followed by its
+/// `room_closed`.
+fn open_room_in(events: &[Arc<Event>]) -> Option<(crate::protocol::RoomId, crate::protocol::PoolName)> {
+    let mut open = None;
+    for e in events {
+        if e.type_name != "room_assigned" && e.type_name != "room_closed" {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&e.json) else { continue };
+        if e.type_name == "room_assigned" {
+            let room = &v["data"]["room"];
+            let id = room["room_id"].as_str().and_then(|s| crate::protocol::RoomId::parse(s).ok());
+            let pool = room["pool"].as_str().and_then(|s| crate::protocol::PoolName::parse(s).ok());
+            open = id.zip(pool);
+        } else if open.as_ref().is_some_and(|(id, _)| Some(id.as_str()) == v["data"]["room_id"].as_str()) {
+            open = None;
+        }
+    }
+    open
 }
 
 /// Parses one `XREVRANGE` entry: `[id, [json, <json>, fx, <effect>]]`.
@@ -706,5 +741,34 @@ impl Handler<CloseAll> for UserShard {
             }
         }
         closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{PoolName, Room, RoomId};
+
+    fn room(id: &RoomId) -> Room {
+        Room {
+            room_id: id.clone(),
+            pool: PoolName::parse("p").unwrap(),
+            users: [UserId::parse("a").unwrap(), UserId::parse("b").unwrap()],
+            created_at: 0,
+            payload: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn the_log_tells_which_room_a_user_is_still_in() {
+        let (r1, r2) = (RoomId::new_in_slot(1), RoomId::new_in_slot(2));
+        let assigned = |id: u64, r: &RoomId| Arc::new(Event::encode(id, &EventKind::RoomAssigned { room: room(r) }));
+        let closed = |id: u64, r: &RoomId| {
+            Arc::new(Event::encode(id, &EventKind::RoomClosed { room_id: r.clone(), reason: "skipped".into() }))
+        };
+        assert_eq!(open_room_in(&[assigned(1, &r1), closed(2, &r1)]), None);
+        let open = open_room_in(&[assigned(1, &r1), closed(2, &r1), assigned(3, &r2)]);
+        assert_eq!(open.map(|(id, pool)| (id, pool.as_str().to_string())), Some((r2.clone(), "p".into())));
+        assert_eq!(open_room_in(&[assigned(1, &r2), closed(2, &r1)]).map(|(id, _)| id), Some(r2));
     }
 }
