@@ -1047,3 +1047,29 @@ async fn a_node_paused_past_its_lease_does_not_commit_as_a_stale_owner_when_it_w
         assert_eq!(again, json!({"status": "matched", "match": decided[&a]}), "the woken node on {a} -> {b}");
     }
 }
+
+/// The node-to-node endpoints act only for callers holding the cluster key: a client that reaches
+/// them through the load balancer cannot swipe as someone else or read another user's stream.
+#[actix_rt::test]
+async fn internal_endpoints_refuse_callers_without_the_cluster_key() {
+    let _trace = common::trace_init();
+    let cluster = Cluster::start_on(1, Backing::Redis).await;
+    let api = cluster.api(0);
+    let forged = json!({"call": "swipe", "msg": {"from": "mallory", "to": "victim", "direction": "right",
+        "swipe_id": null, "request_id": 1}});
+    let res = api.post_json("/internal/v1/call", None, &forged).await;
+    assert_eq!(res.status, 403, "{res:?}");
+    assert_eq!(res.json()["error"]["code"], "forbidden");
+    let req = api
+        .request(awc::http::Method::POST, "/internal/v1/call")
+        .insert_header(("x-matchd-cluster-key", "guess"))
+        .insert_header(("content-type", "application/json"));
+    let res = api.send(req, Some(forged.to_string().into())).await;
+    assert_eq!(res.status, 403, "{res:?}");
+    let stream = api.send(api.request(awc::http::Method::GET, "/internal/v1/events?user=victim"), None).await;
+    assert_eq!(stream.status, 403, "{stream:?}");
+    // Nothing happened: the victim has no pending like from mallory.
+    let victim = api.token("victim").await;
+    let answer = api.swipe(&victim, "mallory", "right", None).await.ok();
+    assert_eq!(answer, json!({"status": "pending", "match": null}));
+}

@@ -172,10 +172,14 @@ async fn rooms_left_open_by_a_crash_are_closed_for_both_members_on_restart() {
         assert_eq!(closes, usize::from(i < 2), "{}: {:?}", u.0, conn.events());
         conn.close().await;
     }
-    // Everyone is idle again: a spin is accepted, not refused as "in a room".
+    // Nobody is left in a room from before the crash: a spin in "default" is accepted, or refused
+    // only because of a room made since. (The closed room's members and crash3, requeued before the
+    // crash, wait in "default" again with their stored places and may have been paired anew.)
     for u in &users {
-        let (s, body) = join(&api, &u.1, json!({ "pool": "after" })).await;
-        assert!(s == 200 || s == 202, "{}: {body}", u.0);
+        let (s, body) = join(&api, &u.1, json!({ "pool": "default" })).await;
+        let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
+        let stale = message.contains(open.as_str()) || message.contains(skipped.as_str());
+        assert!(s == 200 || s == 202 || (s == 409 && message.contains("in room") && !stale), "{}: {body}", u.0);
     }
 }
 
