@@ -184,7 +184,7 @@ async fn mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair_o
 }
 
 async fn mutual_swipes_through_different_nodes_make_exactly_one_match_per_pair_on(backing: Backing) {
-    const PAIRS: usize = 1000;
+    const PAIRS: usize = 2000;
     let _trace = common::trace_init();
     let started = Instant::now();
     let cluster = Cluster::start_on(NODES, backing).await;

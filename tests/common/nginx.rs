@@ -116,7 +116,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 
 events {{
-    worker_connections 8192;
+    worker_connections 16384;
 }}
 
 http {{
