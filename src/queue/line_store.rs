@@ -26,6 +26,14 @@ pub fn line_key(pool: &PoolName) -> String {
     format!("{PREFIX}:{{{}}}:pool:{pool}", crate::coord::slot::name_slot(pool.as_str()))
 }
 
+/// A pairing waiting for its line batch.
+pub struct PendingRoom {
+    pub msg: crate::queue::messages::CreateRoom,
+    /// The members as they waited, to put back in line if the batch fails.
+    pub members: [crate::queue::matcher::Candidate; 2],
+    pub created: tokio::sync::oneshot::Sender<Result<(), crate::error::ApiError>>,
+}
+
 /// An answer waiting for the batch that stores what it reports.
 pub type Waiter = Box<dyn FnOnce(Option<crate::error::ApiError>)>;
 
@@ -38,6 +46,10 @@ pub struct LineStore {
     /// Users added to the line since the last batch: taken back if their batch fails.
     pub fresh: HashSet<UserId>,
     pub waiters: Vec<Waiter>,
+    /// Rooms paired from this line, handed to their pair's owner only once the batch removing
+    /// their members from the stored line commits: a pool that lost its ownership (its batch is
+    /// fenced) can never create a room its successor does not know about.
+    pub rooms: Vec<PendingRoom>,
     /// A reload is due (new lease tenure).
     pub reload_pending: bool,
 }
@@ -51,11 +63,12 @@ impl LineStore {
             dirty: HashSet::new(),
             fresh: HashSet::new(),
             waiters: Vec::new(),
+            rooms: Vec::new(),
             reload_pending: false,
         }
     }
 
     pub fn ops(&self) -> usize {
-        self.dirty.len() + self.waiters.len()
+        self.dirty.len() + self.waiters.len() + self.rooms.len()
     }
 }

@@ -13,7 +13,7 @@ use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 
 use actix::{ActorFutureExt, ContextFutureSpawner, WrapFuture};
 
-use super::line_store::{line_key, LineStore, StoredWaiter};
+use super::line_store::{line_key, LineStore, PendingRoom, StoredWaiter};
 use super::matcher::{Candidate, JoinOutcome, Matcher};
 use super::messages::{CreateRoom, Dequeue, DequeueOutcome, Enqueue, GetStatus};
 use super::placement::RestorePlace;
@@ -115,6 +115,7 @@ impl PoolCoordinator {
         let dirty: Vec<UserId> = st.dirty.drain().collect();
         let fresh: Vec<UserId> = st.fresh.drain().collect();
         let waiters = std::mem::take(&mut st.waiters);
+        let rooms = std::mem::take(&mut st.rooms);
         let key = line_key(&self.name);
         let mut pipe = redis::pipe();
         let mut commands = 0;
@@ -141,11 +142,30 @@ impl PoolCoordinator {
                 let Some(st) = act.store.as_mut() else { return };
                 st.commit.finished();
                 match res {
-                    Ok(_) => waiters.into_iter().for_each(|w| w(None)),
+                    Ok(_) => {
+                        waiters.into_iter().for_each(|w| w(None));
+                        for room in rooms {
+                            let created = act.pairs.create_room(room.msg);
+                            actix::spawn(async move { drop(room.created.send(created.await)) });
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(pool = %act.name, error = %e, "storing the line failed; joins in it are taken back");
                         let err = ApiError::from(e);
                         waiters.into_iter().for_each(|w| w(Some(err.clone())));
+                        // Pairings whose removal from the line was not stored did not happen: the
+                        // members who were waiting (their removal was in this batch) wait again;
+                        // a joiner paired at once never was in the line and is refused.
+                        for room in rooms {
+                            for (member, ticket) in room.members.into_iter().zip(room.msg.tickets) {
+                                act.recently_paired.remove(&member.user);
+                                if dirty.contains(&member.user) && !fresh.contains(&member.user) {
+                                    act.tickets.insert(member.user.clone(), ticket);
+                                    act.matcher.restore(member);
+                                }
+                            }
+                            let _ = room.created.send(Err(err.clone()));
+                        }
                         // Joins that were not stored did not happen; the rest is written again.
                         for user in &fresh {
                             if act.matcher.leave(user) {
@@ -208,6 +228,7 @@ impl PoolCoordinator {
                 }
                 act.pair_restored(unix_ms());
                 act.report_length();
+                act.schedule_flush(ctx);
             })
             .wait(ctx);
     }
@@ -244,6 +265,8 @@ impl PoolCoordinator {
         b: Candidate,
         now_ms: u64,
     ) -> (Room, futures_util::future::LocalBoxFuture<'static, Result<(), ApiError>>) {
+        // In the order of the room's users (and of `tickets`).
+        let members = if a.user < b.user { [a.clone(), b.clone()] } else { [b.clone(), a.clone()] };
         let ta = self.tickets.remove(&a.user).unwrap_or_else(|| default_ticket(&self.name));
         let tb = self.tickets.remove(&b.user).unwrap_or_else(|| default_ticket(&self.name));
         let (users, tickets) =
@@ -266,7 +289,15 @@ impl PoolCoordinator {
                 .with_label_values(&[self.name.as_str()])
                 .observe(now_ms.saturating_sub(c) as f64 / 1000.0);
         }
-        let created = self.pairs.create_room(CreateRoom { room: room.clone(), tickets });
+        let msg = CreateRoom { room: room.clone(), tickets };
+        let created: futures_util::future::LocalBoxFuture<'static, Result<(), ApiError>> = match self.store.as_mut() {
+            None => self.pairs.create_room(msg),
+            Some(st) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                st.rooms.push(PendingRoom { msg, members, created: tx });
+                Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+            }
+        };
         self.report_length();
         (room, created)
     }
@@ -348,10 +379,13 @@ impl Handler<Enqueue> for PoolCoordinator {
             Ok(Joined::Now(res)) => Box::pin(std::future::ready(Ok(res))),
             // Paired: answer once the room is stored, so the joiner never hears of a room that a
             // crash could make vanish without a `room_closed`.
-            Ok(Joined::Room(room, created)) => Box::pin(async move {
-                created.await?;
-                Ok(JoinResponse::Matched { room })
-            }),
+            Ok(Joined::Room(room, created)) => {
+                self.schedule_flush(ctx);
+                Box::pin(async move {
+                    created.await?;
+                    Ok(JoinResponse::Matched { room })
+                })
+            }
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }

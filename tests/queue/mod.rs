@@ -459,3 +459,31 @@ async fn spin_actions_work_over_websocket_and_joins_are_rate_limited() {
     assert!(seen.contains(&429));
     server.shutdown().await;
 }
+
+/// A pairing counts only once the pool has stored that its members left the line: if that write
+/// fails, no room is made, the joiner is told 503 and the user who was waiting still waits (and is
+/// paired later), so a pool that lost its store or its ownership cannot make a room behind its
+/// successor's back.
+#[actix_rt::test]
+async fn a_pairing_whose_line_write_fails_makes_no_room_and_the_waiting_user_still_waits() {
+    let _trace = common::trace_init();
+    let mut redis = RedisServer::start();
+    let node = MatchdProcess::with_redis(&redis);
+    let api = Api::new(&node.base_url(), &node.ws_url());
+    let users = connected_users(&api, "held", 3).await;
+    let (s, body) = join(&api, &users[0].1, json!({"pool": "held"})).await;
+    assert_eq!(s, 202, "{body}");
+    redis.kill();
+    let (s, body) = join(&api, &users[1].1, json!({"pool": "held"})).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    redis.restart();
+    node.wait_ready(Duration::from_secs(10));
+    let status = api.get("/v1/queue/held", &users[2].1).await.ok();
+    assert_eq!(status["waiting"], 1, "the waiting user lost their place: {status}");
+    let (s, body) = join(&api, &users[2].1, json!({"pool": "held"})).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["room"]["users"], json!(["held0", "held2"]));
+    let assigned = users[0].2.recv_event("room_assigned", TIMEOUT).await;
+    assert_eq!(assigned["data"]["room"]["room_id"], body["room"]["room_id"], "held0 was put in another room first");
+    assert!(users[1].2.events().iter().all(|e| e["type"] != "room_assigned"), "held1 got a room");
+}
