@@ -66,6 +66,8 @@ pub struct Metrics {
     pub forwarded: IntCounterVec,
     /// Cluster mode: round trip of a forwarded call.
     pub forward_seconds: prometheus::Histogram,
+    /// Cluster mode: calls per batched request to a peer.
+    pub forward_batch_size: prometheus::Histogram,
     /// Cluster mode: from an event's creation on its owner to its relay by the node holding the
     /// connection (wall clocks of the two nodes).
     pub cross_node_delivery_seconds: prometheus::Histogram,
@@ -157,6 +159,10 @@ impl Metrics {
                 HistogramOpts::new("matchd_forward_seconds", "Round trip of a call forwarded to the owning node")
                     .buckets(latency_buckets()),
             )?,
+            forward_batch_size: prometheus::Histogram::with_opts(
+                HistogramOpts::new("matchd_forward_batch_size", "Calls per batched request to another node")
+                    .buckets(exponential_buckets(1.0, 2.0, 10).unwrap_or_default()),
+            )?,
             cross_node_delivery_seconds: prometheus::Histogram::with_opts(
                 HistogramOpts::new(
                     "matchd_cross_node_delivery_seconds",
@@ -197,6 +203,7 @@ impl Metrics {
         m.registry.register(Box::new(m.ownership_changes.clone()))?;
         m.registry.register(Box::new(m.forwarded.clone()))?;
         m.registry.register(Box::new(m.forward_seconds.clone()))?;
+        m.registry.register(Box::new(m.forward_batch_size.clone()))?;
         m.registry.register(Box::new(m.cross_node_delivery_seconds.clone()))?;
         m.registry.register(Box::new(m.cache_evictions.clone()))?;
         m.registry.register(Box::new(m.persist_round_trips.clone()))?;
@@ -286,6 +293,7 @@ mod tests {
             "matchd_cluster_members",
             "matchd_ownership_changes_total",
             "matchd_forward_seconds",
+            "matchd_forward_batch_size",
             "matchd_cross_node_delivery_seconds",
             "matchd_webhooks_total",
             "matchd_cache_evictions_total",

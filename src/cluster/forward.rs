@@ -1,5 +1,6 @@
 //! Forwarding: an action or internal message for a slot owned by another node is sent to that
-//! node as one `POST /internal/v1/call` and answered from its reply. A call is retried (after a
+//! node and answered from its reply. Calls to one peer are batched (`POST /internal/v1/calls`, a few
+//! requests in flight per peer and thread, the rest queued for the next). A call is retried (after a
 //! membership refresh) only when it certainly did not run: the connection was refused, or the
 //! receiver said it does not own the slot. Anything else (a timeout after sending) is reported as
 //! an unknown outcome, which clients retry with their idempotency keys.
@@ -100,6 +101,7 @@ pub type LocalExecutor =
     Arc<dyn Fn(Call) -> LocalBoxFuture<'static, Result<serde_json::Value, ApiError>> + Send + Sync>;
 
 /// Why a forwarded call failed.
+#[derive(Clone)]
 enum Failure {
     /// It did not run; try again after refreshing membership.
     DidNotRun(String),
@@ -122,7 +124,23 @@ struct ForwarderInner {
     local: OnceLock<LocalExecutor>,
 }
 
+/// Calls per batched request, at most.
+const MAX_BATCH: usize = 256;
+/// Batched requests out to one peer from one thread, at most.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Calls waiting for a peer (per thread: awc clients and these queues are not `Send`).
+#[derive(Default)]
+struct PeerQueue {
+    pending: Vec<(Vec<u8>, tokio::sync::oneshot::Sender<Result<serde_json::Value, Failure>>)>,
+    /// Tasks sending this peer's batches (each has at most one request out).
+    senders: usize,
+}
+
 thread_local! {
+    static QUEUES: std::cell::RefCell<std::collections::HashMap<Arc<str>, PeerQueue>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+
     /// One HTTP client (with its connection pool) per thread: awc clients are not `Send`.
     /// Calls are short, but a burst may have many in flight: no cap on connections per peer.
     static CLIENT: awc::Client = awc::Client::builder()
@@ -206,17 +224,92 @@ impl Forwarder {
         }
     }
 
+    /// Queues one encoded call for `peer` and waits for its answer. Calls to one peer from one
+    /// thread travel together: a few requests in flight per peer, and whatever is queued meanwhile
+    /// goes in the next one (like the shards' group commit), so a burst of cross-node swipes costs
+    /// a few requests, not one each.
     async fn post(
         &self,
         peer: &Member,
         body: Vec<u8>,
         deadline: tokio::time::Instant,
     ) -> Result<serde_json::Value, Failure> {
-        let url = format!("{}/internal/v1/call", peer.url);
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = QUEUES.with(|q| {
+            let mut q = q.borrow_mut();
+            let queue = q.entry(peer.url.clone()).or_default();
+            queue.pending.push((body, tx));
+            // Another sender while few are out: a call never waits long behind a slow batch.
+            let start = queue.senders < MAX_IN_FLIGHT && queue.pending.len() == 1;
+            if start {
+                queue.senders += 1;
+            }
+            start
+        });
+        if start {
+            actix_rt::spawn(self.clone().send_batches(peer.clone()));
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Failure::Answer(ApiError::shutting_down())),
+            Err(_) => Err(Failure::Answer(ApiError::Unavailable(
+                "the owning node did not answer in time; the outcome is unknown, retry with the same key".into(),
+            ))),
+        }
+    }
+
+    /// Sends `peer`'s queued calls, a batch at a time, until the queue is empty.
+    async fn send_batches(self, peer: Member) {
+        // Calls made by tasks that are ready now join the first batch.
+        tokio::task::yield_now().await;
+        loop {
+            let batch = QUEUES.with(|q| {
+                let mut q = q.borrow_mut();
+                let queue = q.get_mut(&peer.url)?;
+                if queue.pending.is_empty() {
+                    queue.senders -= 1;
+                    return None;
+                }
+                let n = queue.pending.len().min(MAX_BATCH);
+                Some(queue.pending.drain(..n).collect::<Vec<_>>())
+            });
+            let Some(batch) = batch else { break };
+            METRICS.forward_batch_size.observe(batch.len() as f64);
+            let mut body = Vec::with_capacity(batch.iter().map(|(b, _)| b.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (i, (call, _)) in batch.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(call);
+            }
+            body.push(b']');
+            match self.post_batch(&peer, body, batch.len()).await {
+                Ok(answers) => {
+                    for ((_, reply), answer) in batch.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Err(failure) => {
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(failure.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One `POST /internal/v1/calls` with `count` calls; one answer per call, in order.
+    async fn post_batch(
+        &self,
+        peer: &Member,
+        body: Vec<u8>,
+        count: usize,
+    ) -> Result<Vec<Result<serde_json::Value, Failure>>, Failure> {
+        let url = format!("{}/internal/v1/calls", peer.url);
         let request = CLIENT.with(|c| {
             c.post(url)
-                .timeout(left)
+                .timeout(self.inner.timeout)
                 .insert_header((CLUSTER_KEY_HEADER, self.inner.key.as_str()))
                 .insert_header(("content-type", "application/json"))
         });
@@ -229,21 +322,35 @@ impl Forwarder {
                 ))))
             }
         };
-        let not_owner = res.headers().contains_key(NOT_OWNER_HEADER);
         let status = res.status();
-        let bytes = res.body().limit(16 << 20).await.map_err(|e| {
+        let bytes = res.body().limit(64 << 20).await.map_err(|e| {
             Failure::Answer(ApiError::Unavailable(format!("the owning node's answer was cut off ({e}); retry")))
         })?;
-        if not_owner {
-            return Err(Failure::DidNotRun(format!("{} does not own the slot", peer.id)));
-        }
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        if status.is_success() {
-            return Ok(value);
-        }
-        let code = value["error"]["code"].as_str().unwrap_or("unavailable");
-        let message = value["error"]["message"].as_str().unwrap_or("the owning node failed").to_string();
-        Err(Failure::Answer(ApiError::from_code(code, message)))
+        let answers = match value {
+            serde_json::Value::Array(answers) if status.is_success() && answers.len() == count => answers,
+            other => {
+                let code = other["error"]["code"].as_str().unwrap_or("unavailable");
+                let message = other["error"]["message"].as_str().unwrap_or("the owning node failed").to_string();
+                return Err(Failure::Answer(ApiError::from_code(code, message)));
+            }
+        };
+        Ok(answers
+            .into_iter()
+            .map(|mut a| {
+                if a.get("not_owner").is_some() {
+                    return Err(Failure::DidNotRun(format!("{} does not own the slot", peer.id)));
+                }
+                match a.get_mut("ok") {
+                    Some(v) => Ok(v.take()),
+                    None => {
+                        let code = a["error"]["code"].as_str().unwrap_or("unavailable");
+                        let message = a["error"]["message"].as_str().unwrap_or("the owning node failed").to_string();
+                        Err(Failure::Answer(ApiError::from_code(code, message)))
+                    }
+                }
+            })
+            .collect())
     }
 
     /// Sends a message that has no answer (its sender retries by its own means, or it is a

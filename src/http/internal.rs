@@ -14,6 +14,9 @@ use crate::error::ApiError;
 use crate::node::{execute_local, Node};
 use crate::protocol::UserId;
 
+/// Largest body of a call batch between nodes.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
 /// The caller's key, checked in constant time.
 fn authorized(req: &HttpRequest, node: &Node) -> Result<(), ApiError> {
     let Some(f) = &node.forwarder else {
@@ -50,6 +53,36 @@ pub async fn call(req: HttpRequest, node: web::Data<Node>, body: web::Bytes) -> 
     }
     let value = execute_local(&node.pairs, &node.users, &node.pools, node.config.action_timeout(), call).await?;
     Ok(HttpResponse::Ok().json(value))
+}
+
+/// `POST /internal/v1/calls`: a batch of calls from one node, run concurrently; one answer per
+/// call, in order: `{"ok": value}`, `{"error": {"code", "message"}}`, or `{"not_owner": true}` for a
+/// call this node did not run because it does not own its slot.
+pub async fn calls(req: HttpRequest, node: web::Data<Node>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &node)?;
+    let Some(membership) = node.membership() else { return Err(ApiError::NotFound("not in a cluster".into())) };
+    let batch: Vec<Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("bad internal batch: {e}")))?;
+    let timeout = node.config.action_timeout();
+    let answers = futures_util::future::join_all(batch.iter().map(|raw| {
+        let call = serde_json::from_str::<Call>(raw.get());
+        let owned = call.as_ref().is_ok_and(|c| matches!(membership.route(c.slot()), Ok(Route::Local)));
+        let node = node.clone();
+        async move {
+            match call {
+                Err(e) => {
+                    serde_json::json!({"error": {"code": "bad_request", "message": format!("bad internal call: {e}")}})
+                }
+                Ok(_) if !owned => serde_json::json!({"not_owner": true}),
+                Ok(call) => match execute_local(&node.pairs, &node.users, &node.pools, timeout, call).await {
+                    Ok(value) => serde_json::json!({ "ok": value }),
+                    Err(e) => serde_json::json!({"error": {"code": e.code(), "message": e.to_string()}}),
+                },
+            }
+        }
+    }))
+    .await;
+    Ok(HttpResponse::Ok().json(answers))
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,7 +67,10 @@ pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
             .route("/metrics", web::get().to(ops::metrics))
             .service(
                 web::scope("/internal/v1")
+                    // Batches between nodes are not bounded by the clients' body limit.
+                    .app_data(web::PayloadConfig::default().limit(internal::MAX_BATCH_BYTES))
                     .route("/call", web::post().to(internal::call))
+                    .route("/calls", web::post().to(internal::calls))
                     .route("/events", web::get().to(internal::events)),
             )
             .service(
