@@ -129,10 +129,13 @@ const MAX_BATCH: usize = 256;
 /// Batched requests out to one peer from one thread, at most.
 const MAX_IN_FLIGHT: usize = 4;
 
+/// Where a queued call's answer goes.
+type AnswerTo = tokio::sync::oneshot::Sender<Result<serde_json::Value, Failure>>;
+
 /// Calls waiting for a peer (per thread: awc clients and these queues are not `Send`).
 #[derive(Default)]
 struct PeerQueue {
-    pending: Vec<(Vec<u8>, tokio::sync::oneshot::Sender<Result<serde_json::Value, Failure>>)>,
+    pending: Vec<(Vec<u8>, AnswerTo)>,
     /// Tasks sending this peer's batches (each has at most one request out).
     senders: usize,
 }
