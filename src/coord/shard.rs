@@ -114,6 +114,8 @@ struct Owed {
 /// One group commit's worth of work.
 #[derive(Default)]
 struct Batch {
+    /// The cache generation the batch was decided in (see `Durable::generation`).
+    generation: u64,
     dirty: HashSet<PairKey>,
     match_keys: Vec<(MatchId, PairKey)>,
     /// Pairs whose active match ended (their guard key is deleted).
@@ -153,6 +155,9 @@ struct Durable {
     looking_up: HashMap<Lookup, Vec<Cmd>>,
     /// A sweep of stored outboxes is pending (after a failed batch).
     recovery_scheduled: bool,
+    /// Bumped whenever the cache is dropped: what a batch sent before read from Redis (loads,
+    /// lookups) must not be installed after, or it would replace state decided since.
+    generation: u64,
     /// Pairs this shard has put in (and not yet taken out of) the per-slot recovery sets.
     listed_outbox: HashSet<PairKey>,
     listed_rooms: HashSet<PairKey>,
@@ -233,6 +238,7 @@ impl PairShard {
                 loading: HashMap::new(),
                 looking_up: HashMap::new(),
                 recovery_scheduled: false,
+                generation: 0,
                 last_used: HashMap::new(),
                 listed_outbox: HashSet::new(),
                 listed_rooms: HashSet::new(),
@@ -503,7 +509,8 @@ impl PairShard {
         if !d.commit.begin(d.next.ops()) {
             return;
         }
-        let batch = std::mem::take(&mut d.next);
+        let mut batch = std::mem::take(&mut d.next);
+        batch.generation = d.generation;
         METRICS.persist_batch_size.observe(batch.ops() as f64);
         let mut pipe = redis::pipe();
         let mut expect = Vec::new();
@@ -617,9 +624,13 @@ impl PairShard {
         for key in &batch.dirty {
             self.publish_owed(key);
         }
+        // Reads from before a cache drop are stale: their commands were failed by the drop and
+        // the pairs are loaded again on their next touch.
+        let current = self.durable.as_ref().is_some_and(|d| d.generation == batch.generation);
         for (value, exp) in values.iter().zip(expect) {
             match exp {
                 Expect::Ignore => {}
+                Expect::Pair(_) | Expect::Owner(_) if !current => {}
                 Expect::Pair(key) => self.loaded(key, value, ctx),
                 Expect::Owner(lookup) => {
                     let owner = text(value).and_then(|s| keys::parse_pair_member(&s));
@@ -645,6 +656,15 @@ impl PairShard {
 
     /// A pair's stored record arrived: install it, re-publish what it still owes, run its queue.
     fn loaded(&mut self, key: PairKey, value: &redis::Value, ctx: &mut Context<Self>) {
+        if self.pairs.contains_key(&key) {
+            // Already in memory, possibly with decisions not stored yet: never replace it with an
+            // older read (that could decide a second match on it).
+            let cmds = self.durable.as_mut().and_then(|d| d.loading.remove(&key)).unwrap_or_default();
+            for cmd in cmds {
+                self.execute(cmd, ctx);
+            }
+            return;
+        }
         let record = match text(value) {
             None => PairRecord::default(),
             Some(json) => match serde_json::from_str::<PairRecord>(&json) {
@@ -710,6 +730,7 @@ impl PairShard {
     /// truth from Redis. After a failed batch, and when this node starts a new lease tenure.
     fn drop_cache(&mut self, err: &ApiError, ctx: &mut Context<Self>) {
         let Some(d) = self.durable.as_mut() else { return };
+        d.generation += 1;
         let next = std::mem::take(&mut d.next);
         for w in next.waiters {
             w.fail(err);

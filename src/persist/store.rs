@@ -43,11 +43,14 @@ for k = 1, #KEYS do
   end
 end
 local guards = tonumber(ARGV[2])
+local claimed = {}
 for g = 0, guards - 1 do
-  local cur = redis.call('GET', ARGV[3 + 2 * g])
-  if cur and cur ~= ARGV[4 + 2 * g] then
-    return redis.error_reply('DUPLICATE ' .. ARGV[3 + 2 * g] .. ' already holds ' .. cur)
+  local key, value = ARGV[3 + 2 * g], ARGV[4 + 2 * g]
+  local cur = claimed[key] or redis.call('GET', key)
+  if cur and cur ~= value then
+    return redis.error_reply('DUPLICATE ' .. key .. ' already holds ' .. cur)
   end
+  claimed[key] = value
 end
 for g = 0, guards - 1 do
   redis.call('SET', ARGV[3 + 2 * g], ARGV[4 + 2 * g])

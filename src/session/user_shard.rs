@@ -437,7 +437,9 @@ impl UserShard {
             }
         }
         for (user, values) in batch.loads.iter().zip(loads.chunks(2)) {
-            if self.restore(user, values) {
+            // Loaded meanwhile (by a later read), possibly with events not stored yet: keep that.
+            let fresh = !self.users.get(user).is_some_and(|e| e.loaded);
+            if fresh && self.restore(user, values) {
                 // In a room nobody may be connected to any more: the usual grace applies from now.
                 self.check_presence_later(user, ctx);
             }

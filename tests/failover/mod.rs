@@ -128,9 +128,16 @@ async fn redis_refuses_a_second_active_match_for_a_pair_and_writes_nothing_of_th
     let second = [(active.clone(), "match-2".to_string())];
     let refused = store.run_fenced(&owner, &second, write("second"), 1).await;
     assert!(matches!(refused, Err(matchd::persist::StoreError::Duplicate(_))), "{refused:?}");
+    // Two different matches for one fresh pair in the same batch are refused too.
+    let b2 = matchd::protocol::UserId::parse("guard-c").unwrap();
+    let fresh = matchd::persist::keys::active_match(&matchd::coord::slot::PairKey::new(&a, &b2).unwrap());
+    let both = [(fresh.clone(), "match-3".to_string()), (fresh.clone(), "match-4".to_string())];
+    let refused = store.run_fenced(&owner, &both, write("both"), 1).await;
+    assert!(matches!(refused, Err(matchd::persist::StoreError::Duplicate(_))), "{refused:?}");
     let mut read = redis::pipe();
-    read.cmd("GET").arg("matchd:probe").cmd("GET").arg(&active);
-    let values = store.run(read, 2).await.unwrap();
-    assert_eq!(values[0], redis::Value::BulkString(b"retry".to_vec()), "the refused batch wrote something");
+    read.cmd("GET").arg("matchd:probe").cmd("GET").arg(&active).cmd("EXISTS").arg(&fresh);
+    let values = store.run(read, 3).await.unwrap();
+    assert_eq!(values[0], redis::Value::BulkString(b"retry".to_vec()), "a refused batch wrote something");
     assert_eq!(values[1], redis::Value::BulkString(b"match-1".to_vec()));
+    assert_eq!(values[2], redis::Value::Int(0));
 }
