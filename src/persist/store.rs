@@ -149,16 +149,20 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// The hash tag (`{...}`) of a command's key, or the whole key if it has none; `None` for a
-/// command without a key.
-fn routing_tag(cmd: &redis::Cmd) -> Option<Vec<u8>> {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
+/// A command's arguments (name first), as sent.
+fn args_of(cmd: &redis::Cmd) -> Vec<&[u8]> {
+    cmd.args_iter()
         .filter_map(|a| match a {
             redis::Arg::Simple(bytes) => Some(bytes),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The hash tag (`{...}`) of a command's key, or the whole key if it has none; `None` for a
+/// command without a key.
+fn routing_tag(cmd: &redis::Cmd) -> Option<Vec<u8>> {
+    let args = args_of(cmd);
     let name = args.first()?.to_ascii_uppercase();
     let key = match name.as_slice() {
         b"EVAL" | b"EVALSHA" if args.get(2).is_some_and(|n| *n != b"0") => args.get(3)?,
@@ -354,13 +358,7 @@ impl RedisStore {
         }
         argv.push(commands.to_string().into_bytes());
         for cmd in pipe.cmd_iter() {
-            let args: Vec<&[u8]> = cmd
-                .args_iter()
-                .filter_map(|a| match a {
-                    redis::Arg::Simple(bytes) => Some(bytes),
-                    _ => None,
-                })
-                .collect();
+            let args = args_of(cmd);
             argv.push(args.len().to_string().into_bytes());
             argv.extend(args.into_iter().map(<[u8]>::to_vec));
         }
