@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// A server allocates and frees many small buffers per action across threads; mimalloc does that
+/// with less contention and fragmentation than the system allocator (BENCHMARKS.md, section 9b).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `EX_USAGE` from sysexits: the configuration was wrong.
 const EXIT_BAD_CONFIG: u8 = 64;
 
