@@ -203,6 +203,12 @@ impl Membership {
         self.with_state(Self::active).unwrap_or(false)
     }
 
+    /// How many slots this node owns in its current view.
+    pub fn owned_slots(&self) -> usize {
+        let me = &self.inner.me.id;
+        self.with_state(|s| s.table.slots_of(me).count()).unwrap_or(0)
+    }
+
     /// How many live members this node sees.
     pub fn member_count(&self) -> usize {
         self.with_state(|s| s.table.members.len()).unwrap_or(0)

@@ -13,7 +13,7 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz`: persistence reachable (and, later, cluster joined); 503 otherwise.
 pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
     let persistence = if node.config.redis.is_some() { "redis" } else { "memory" };
-    let members = node.membership().map(|m| m.members());
+    let members = node.membership().map(|m| (m.members(), m.owned_slots()));
     match node.persistence_ready().await {
         Ok(()) => {
             let mut body = serde_json::json!({
@@ -21,9 +21,10 @@ pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
                 "node": &*node.node_id,
                 "persistence": persistence,
             });
-            if let Some(members) = members {
+            if let Some((members, owned)) = members {
                 body["members"] = members.len().into();
                 body["member_ids"] = members.iter().map(|m| m.id.to_string()).collect::<Vec<_>>().into();
+                body["owned_slots"] = owned.into();
             }
             HttpResponse::Ok().json(body)
         }

@@ -1073,3 +1073,45 @@ async fn internal_endpoints_refuse_callers_without_the_cluster_key() {
     let answer = api.swipe(&victim, "mallory", "right", None).await.ok();
     assert_eq!(answer, json!({"status": "pending", "match": null}));
 }
+
+/// Membership changes move only the share of slots they must: a node that joins takes ~1/3 and
+/// the others only give slots up; a node that stops gracefully leaves at once (no lease wait) and
+/// only its slots move. Matches made before survive both, on every node.
+#[actix_rt::test]
+async fn a_joining_or_leaving_node_moves_only_its_share_of_slots_and_nothing_is_lost() {
+    const PAIRS: usize = 100;
+    let _trace = common::trace_init();
+    let mut cluster = Cluster::start_on(2, Backing::Redis).await;
+    let api = cluster.api(0);
+    let mut matches = Vec::new();
+    for i in 0..PAIRS {
+        matches.push((format!("j{i}a"), api.mutual_match(&format!("j{i}a"), &format!("j{i}b")).await));
+    }
+    let owned = |c: &Cluster, i: usize| c.owned_slots(i).unwrap_or_else(|| panic!("node {i} is not ready"));
+    let before = [owned(&cluster, 0), owned(&cluster, 1)];
+    assert_eq!(before[0] + before[1], 16_384);
+
+    let joined = cluster.add_node();
+    cluster.wait_converged(3, Duration::from_secs(20)).await;
+    let after = [owned(&cluster, 0), owned(&cluster, 1), owned(&cluster, joined)];
+    assert_eq!(after.iter().sum::<u64>(), 16_384, "{after:?}");
+    assert!(after[0] <= before[0] && after[1] <= before[1], "an old node gained slots: {before:?} -> {after:?}");
+    assert!((4_500..6_500).contains(&after[2]), "the new node took {} slots", after[2]);
+
+    let started = Instant::now();
+    cluster.stop(1, Duration::from_secs(15)).await;
+    cluster.wait_converged(2, Duration::from_secs(20)).await;
+    let left_after = started.elapsed();
+    let last = [owned(&cluster, 0), owned(&cluster, joined)];
+    assert_eq!(last[0] + last[1], 16_384);
+    assert!(last[0] >= after[0] && last[1] >= after[2], "a remaining node lost slots: {after:?} -> {last:?}");
+
+    for n in [0, joined] {
+        let api = cluster.api(n);
+        for (user, m) in &matches {
+            let token = api.token(user).await;
+            assert_eq!(api.matches(&token).await, vec![m.clone()], "node {n} lost {user}'s match");
+        }
+    }
+    eprintln!("slots {before:?} -> {after:?} -> {last:?}; graceful leave converged in {left_after:?}");
+}

@@ -36,6 +36,8 @@ pub struct Cluster {
     paused: Vec<bool>,
     apis: Vec<Api>,
     lb: Api,
+    /// The store's URL (seed list for a Redis Cluster), for nodes added later.
+    url: String,
     _redis: Store,
 }
 
@@ -60,7 +62,7 @@ impl Cluster {
         let nginx = NginxServer::start(&ports);
         let apis = nodes.iter().map(|p| Api::new(&p.base_url(), &p.ws_url())).collect();
         let lb = Api::new(&nginx.base_url(), &nginx.ws_url());
-        let cluster = Cluster { nginx, paused: vec![false; n], nodes, apis, lb, _redis: redis };
+        let cluster = Cluster { nginx, paused: vec![false; n], nodes, apis, lb, url, _redis: redis };
         cluster.wait_converged(n, Duration::from_secs(20)).await;
         cluster
     }
@@ -90,6 +92,33 @@ impl Cluster {
     /// What nginx logged (for failure messages).
     pub fn nginx_output(&self) -> String {
         self.nginx.output()
+    }
+
+    /// Starts one more node on the same store (not behind nginx); returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let node = MatchdProcess::cluster_node_on(&self.url);
+        self.apis.push(Api::new(&node.base_url(), &node.ws_url()));
+        self.nodes.push(node);
+        self.paused.push(false);
+        self.nodes.len() - 1
+    }
+
+    /// SIGTERM node `i` and wait until it has exited (a graceful stop leaves the cluster).
+    pub async fn stop(&mut self, i: usize, within: Duration) {
+        self.nodes[i].signal("TERM");
+        let deadline = Instant::now() + within;
+        while !self.nodes[i].reap() {
+            assert!(Instant::now() < deadline, "node {i} did not stop within {within:?} of SIGTERM");
+            actix_rt::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The slots node `i` says it owns (`/readyz`), if it is ready.
+    pub fn owned_slots(&self, i: usize) -> Option<u64> {
+        match self.readyz(i) {
+            Some((200, body)) => body["owned_slots"].as_u64(),
+            _ => None,
+        }
     }
 
     /// SIGKILL node `i`.

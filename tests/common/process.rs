@@ -140,6 +140,19 @@ impl MatchdProcess {
         self.child.is_some()
     }
 
+    /// Whether the process has exited by itself (e.g. after SIGTERM); then it no longer counts as
+    /// running.
+    pub fn reap(&mut self) -> bool {
+        let exited = match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        };
+        if exited {
+            self.child = None;
+        }
+        exited
+    }
+
     /// SIGKILL: the process gets no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
