@@ -69,8 +69,15 @@ impl ApiError {
         ApiError::Unavailable("the server is shutting down; nothing was changed, retry on another node".into())
     }
 
+    /// The error in another node's `{"error":{"code","message"}}` body (`fallback` when it has none).
+    pub fn from_body(body: &serde_json::Value, fallback: &str) -> ApiError {
+        let code = body["error"]["code"].as_str().unwrap_or("unavailable");
+        let message = body["error"]["message"].as_str().unwrap_or(fallback).to_string();
+        Self::from_code(code, message)
+    }
+
     /// The error another node answered with (`code` and `message` of its body).
-    pub fn from_code(code: &str, message: String) -> ApiError {
+    fn from_code(code: &str, message: String) -> ApiError {
         match code {
             "bad_request" => ApiError::BadRequest(message),
             "invalid_user" => ApiError::InvalidUser(message),

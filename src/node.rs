@@ -10,7 +10,7 @@ use actix::{Actor, Arbiter};
 use futures_util::future::LocalBoxFuture;
 
 use crate::auth::Auth;
-use crate::cluster::forward::{dispatch, flatten, Call, Forwarder, LocalExecutor};
+use crate::cluster::forward::{ask, dispatch, flatten, Call, Forwarder, LocalExecutor};
 use crate::cluster::{Membership, Role, Route};
 use crate::config::Config;
 use crate::coord::messages::{Swipe, Unmatch};
@@ -314,12 +314,6 @@ impl Node {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn timed_out() -> ApiError {
-        ApiError::Unavailable(
-            "the action timed out inside the server; its outcome is unknown, retry with the same swipe_id".into(),
-        )
-    }
-
     /// Registers a connection of `user` with the user's owner: this node's user shard, or the
     /// owning node's, relayed (cluster mode).
     pub async fn subscribe(
@@ -344,8 +338,7 @@ impl Node {
                 }
                 Ok(Route::Local) => {
                     let msg = Subscribe { user: user.clone(), session: session.clone(), since };
-                    crate::cluster::forward::flatten(self.users.for_user(user).send(msg).await)
-                        .map(|()| Subscription::Local)
+                    flatten(self.users.for_user(user).send(msg).await).map(|()| Subscription::Local)
                 }
                 Err(e) => Err(e),
             };
@@ -392,12 +385,7 @@ impl Node {
         };
         let slot = pair_slot(actor, &req.target);
         let (addr, timeout) = (self.pairs.for_slot(slot).clone(), self.config.action_timeout());
-        let local = |m| async move {
-            addr.send(m).timeout(timeout).await.map_err(|e| match e {
-                actix::MailboxError::Timeout => Self::timed_out(),
-                other => ApiError::from(other),
-            })?
-        };
+        let local = |m| ask(addr, m, timeout);
         let res = dispatch(self.forwarder.as_ref(), slot, msg, local, Call::Swipe).await;
         timer.observe_duration();
         res
@@ -416,7 +404,7 @@ impl Node {
         let slot = match_id.slot().ok_or_else(|| ApiError::NotFound(format!("no match {match_id}")))?;
         let (addr, timeout) = (self.pairs.for_slot(slot).clone(), self.config.action_timeout());
         let msg = Unmatch { by: actor.clone(), match_id, request_id };
-        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let local = |m| ask(addr, m, timeout);
         dispatch::<_, (), _>(self.forwarder.as_ref(), slot, msg, local, Call::Unmatch).await?;
         Ok(UnmatchResponse { status: "unmatched".into() })
     }
@@ -424,7 +412,7 @@ impl Node {
     /// `actor`'s active matches.
     pub async fn matches(&self, actor: &UserId) -> Result<MatchesResponse, ApiError> {
         let (addr, timeout) = (self.users.for_user(actor).clone(), self.config.action_timeout());
-        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let local = |m| ask(addr, m, timeout);
         let msg = ListMatches { user: actor.clone() };
         let mut matches: Vec<crate::protocol::Match> =
             dispatch(self.forwarder.as_ref(), user_slot(actor), msg, local, Call::ListMatches).await?;
@@ -438,7 +426,7 @@ impl Node {
         ticket.validate().map_err(ApiError::BadRequest)?;
         self.join_limiter.check(actor)?;
         let (addr, timeout) = (self.users.for_user(actor).clone(), self.config.action_timeout());
-        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let local = |m| ask(addr, m, timeout);
         let msg = Join { user: actor.clone(), ticket };
         dispatch(self.forwarder.as_ref(), user_slot(actor), msg, local, Call::Join).await
     }
@@ -447,7 +435,7 @@ impl Node {
     pub async fn leave_queue(&self, actor: &UserId, via: Via) -> Result<LeaveResponse, ApiError> {
         let _timer = METRICS.action_seconds.with_label_values(&["leave_queue", via.as_str()]).start_timer();
         let (addr, timeout) = (self.users.for_user(actor).clone(), self.config.action_timeout());
-        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let local = |m| ask(addr, m, timeout);
         let msg = Leave { user: actor.clone() };
         dispatch(self.forwarder.as_ref(), user_slot(actor), msg, local, Call::Leave).await
     }
@@ -456,7 +444,7 @@ impl Node {
     pub async fn pool_status(&self, pool: &PoolName) -> Result<PoolStatus, ApiError> {
         tokio::time::timeout(self.config.action_timeout(), self.pools.status(pool))
             .await
-            .map_err(|_| Self::timed_out())?
+            .map_err(|_| ApiError::Unavailable("the pool did not answer in time; retry".into()))?
     }
 
     /// `actor` skips `room_id`; `requeue` (default true) puts them back in line.
@@ -472,7 +460,7 @@ impl Node {
         self.skip_limiter.check(actor)?;
         let slot = room_id.slot().ok_or_else(|| ApiError::NotFound(format!("no room {room_id}")))?;
         let (addr, timeout) = (self.pairs.for_slot(slot).clone(), self.config.action_timeout());
-        let local = |m| async move { flatten(addr.send(m).timeout(timeout).await) };
+        let local = |m| ask(addr, m, timeout);
         let msg = Skip { by: actor.clone(), room_id, requeue, request_id };
         let mut res: SkipResponse = dispatch(self.forwarder.as_ref(), slot, msg, local, Call::Skip).await?;
         if res.requeued && !requeue {
@@ -509,19 +497,19 @@ pub fn execute_local(
     match call {
         Call::Swipe(m) => {
             let addr = pairs.for_pair(&m.from, &m.to).clone();
-            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
         Call::Unmatch(m) => {
             let addr = pairs.for_slot(m.match_id.slot().unwrap_or(0)).clone();
-            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
         Call::Skip(m) => {
             let addr = pairs.for_slot(m.room_id.slot().unwrap_or(0)).clone();
-            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
         Call::CreateRoom(m) => {
             let addr = pairs.for_pair(&m.room.users[0], &m.room.users[1]).clone();
-            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
         Call::MemberGone(m) => {
             pairs.for_slot(m.room_id.slot().unwrap_or(0)).do_send(m);
@@ -541,23 +529,23 @@ pub fn execute_local(
         }
         Call::ListMatches(m) => {
             let addr = users.for_user(&m.user).clone();
-            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
         Call::Join(m) => {
             let addr = users.for_user(&m.user).clone();
-            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
         Call::Leave(m) => {
             let addr = users.for_user(&m.user).clone();
-            Box::pin(async move { answer(flatten(addr.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
         Call::Enqueue(m) => {
             let addr = pools.get(&m.ticket.pool);
-            Box::pin(async move { answer(flatten(addr?.send(m).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr?, m, timeout).await) })
         }
         Call::Dequeue { pool, msg } => {
             let addr = pools.get(&pool);
-            Box::pin(async move { answer(flatten(addr?.send(msg).timeout(timeout).await)) })
+            Box::pin(async move { answer(ask(addr?, msg, timeout).await) })
         }
         Call::Forget { pool, msg } => {
             if let Ok(addr) = pools.get(&pool) {

@@ -27,8 +27,6 @@ use crate::session::messages::{ListMatches, Publish};
 
 /// Header carrying the cluster key on internal requests.
 pub const CLUSTER_KEY_HEADER: &str = "x-matchd-cluster-key";
-/// Header on a refusal from a node that does not own the call's slot (the call did not run).
-pub const NOT_OWNER_HEADER: &str = "x-matchd-not-owner";
 /// Pause before retrying a call that did not run.
 const RETRY_PAUSE: Duration = Duration::from_millis(40);
 
@@ -332,11 +330,7 @@ impl Forwarder {
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         let answers = match value {
             serde_json::Value::Array(answers) if status.is_success() && answers.len() == count => answers,
-            other => {
-                let code = other["error"]["code"].as_str().unwrap_or("unavailable");
-                let message = other["error"]["message"].as_str().unwrap_or("the owning node failed").to_string();
-                return Err(Failure::Answer(ApiError::from_code(code, message)));
-            }
+            other => return Err(Failure::Answer(ApiError::from_body(&other, "the owning node failed"))),
         };
         Ok(answers
             .into_iter()
@@ -346,11 +340,7 @@ impl Forwarder {
                 }
                 match a.get_mut("ok") {
                     Some(v) => Ok(v.take()),
-                    None => {
-                        let code = a["error"]["code"].as_str().unwrap_or("unavailable");
-                        let message = a["error"]["message"].as_str().unwrap_or("the owning node failed").to_string();
-                        Err(Failure::Answer(ApiError::from_code(code, message)))
-                    }
+                    None => Err(Failure::Answer(ApiError::from_body(&a, "the owning node failed"))),
                 }
             })
             .collect())
@@ -408,4 +398,23 @@ pub fn notify<M>(
 /// Flattens an actor call's two error layers.
 pub fn flatten<T>(res: Result<Result<T, ApiError>, actix::MailboxError>) -> Result<T, ApiError> {
     res.map_err(ApiError::from).and_then(|r| r)
+}
+
+/// Asks a local actor, waiting at most `timeout`. A timeout leaves the outcome unknown (the actor
+/// may still decide), which the answer says; a stopped actor changed nothing.
+pub async fn ask<A, M, T>(addr: actix::Addr<A>, msg: M, timeout: Duration) -> Result<T, ApiError>
+where
+    A: actix::Actor + actix::Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: actix::Message<Result = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match addr.send(msg).timeout(timeout).await {
+        Ok(answer) => answer,
+        Err(actix::MailboxError::Timeout) => Err(ApiError::Unavailable(
+            "the action timed out inside the server; its outcome is unknown, retry with the same idempotency key"
+                .into(),
+        )),
+        Err(e) => Err(ApiError::from(e)),
+    }
 }

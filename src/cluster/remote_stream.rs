@@ -67,9 +67,7 @@ pub async fn open(
     if !res.status().is_success() {
         let body = res.body().limit(64 << 10).await.unwrap_or_default();
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        let code = value["error"]["code"].as_str().unwrap_or("unavailable");
-        let message = value["error"]["message"].as_str().unwrap_or("the owning node refused the stream").to_string();
-        return Err(ApiError::from_code(code, message));
+        return Err(ApiError::from_body(&value, "the owning node refused the stream"));
     }
     METRICS.connections.with_label_values(&["relay"]).inc();
     Ok(actix_rt::spawn(async move {

@@ -69,7 +69,6 @@ pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                 web::scope("/internal/v1")
                     // Batches between nodes are not bounded by the clients' body limit.
                     .app_data(web::PayloadConfig::default().limit(internal::MAX_BATCH_BYTES))
-                    .route("/call", web::post().to(internal::call))
                     .route("/calls", web::post().to(internal::calls))
                     .route("/events", web::get().to(internal::events)),
             )

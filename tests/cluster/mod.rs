@@ -1061,13 +1061,13 @@ async fn internal_endpoints_refuse_callers_without_the_cluster_key() {
     let _trace = common::trace_init();
     let cluster = Cluster::start_on(1, Backing::Redis).await;
     let api = cluster.api(0);
-    let forged = json!({"call": "swipe", "msg": {"from": "mallory", "to": "victim", "direction": "right",
-        "swipe_id": null, "request_id": 1}});
-    let res = api.post_json("/internal/v1/call", None, &forged).await;
+    let forged = json!([{"call": "swipe", "msg": {"from": "mallory", "to": "victim", "direction": "right",
+        "swipe_id": null, "request_id": 1}}]);
+    let res = api.post_json("/internal/v1/calls", None, &forged).await;
     assert_eq!(res.status, 403, "{res:?}");
     assert_eq!(res.json()["error"]["code"], "forbidden");
     let req = api
-        .request(awc::http::Method::POST, "/internal/v1/call")
+        .request(awc::http::Method::POST, "/internal/v1/calls")
         .insert_header(("x-matchd-cluster-key", "guess"))
         .insert_header(("content-type", "application/json"));
     let res = api.send(req, Some(forged.to_string().into())).await;
