@@ -10,19 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::forward::{Forwarder, CLUSTER_KEY_HEADER};
 use super::ownership::Member;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::protocol::sse::SseMessage;
 use crate::protocol::{Event, EventKind, UserId};
 use crate::session::{CloseReason, Deliver};
 
-/// SSE comment carrying an event's creation time on its owner (unix µs), for the cross-node
-/// delivery histogram.
-pub const STAMP_PREFIX: &str = ": t=";
+/// SSE comment (`: t=<unix µs>`) carrying an event's creation time on its owner, for the
+/// cross-node delivery histogram.
+pub const STAMP_FIELD: &str = "t=";
 
 thread_local! {
     /// Streams live for hours: no overall timeout (the connect timeout still applies).
@@ -71,11 +72,11 @@ pub async fn open(
     }
     METRICS.connections.with_label_values(&["relay"]).inc();
     Ok(actix_rt::spawn(async move {
-        let mut parser = SseParser::default();
+        let mut parser = crate::protocol::sse::SseParser::default();
         let mut first = true;
         'read: while let Some(chunk) = res.next().await {
             let Ok(chunk) = chunk else { break };
-            for (event, stamp) in parser.push(&chunk) {
+            for (event, stamp) in parser.feed(&chunk).into_iter().filter_map(relayed_event) {
                 if let Some(created) = stamp {
                     let lag = unix_micros().saturating_sub(created);
                     METRICS.cross_node_delivery_seconds.observe(lag as f64 / 1e6);
@@ -103,57 +104,31 @@ pub async fn open(
     }))
 }
 
-/// Incremental parser of the owner's SSE: `id:`, `event:`, `data:` lines, blocks ended by a
-/// blank line, and the `: t=` stamp comment.
-#[derive(Default)]
-struct SseParser {
-    buf: BytesMut,
-}
-
-impl SseParser {
-    fn push(&mut self, chunk: &[u8]) -> Vec<(Event, Option<u64>)> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-            let block = self.buf.split_to(end + 2);
-            if let Some(parsed) = Self::block(&block[..end]) {
-                out.push(parsed);
-            }
-        }
-        out
-    }
-
-    fn block(block: &[u8]) -> Option<(Event, Option<u64>)> {
-        let text = std::str::from_utf8(block).ok()?;
-        let (mut id, mut kind, mut data, mut stamp) = (None, None, None, None);
-        for line in text.split('\n') {
-            if let Some(v) = line.strip_prefix(STAMP_PREFIX) {
-                stamp = v.trim().parse().ok();
-            } else if let Some(v) = line.strip_prefix("id: ") {
-                id = v.trim().parse::<u64>().ok();
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                kind = Some(v.trim());
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data = Some(v);
-            }
-        }
-        let type_name = match kind? {
-            "hello" => "hello",
-            other => EventKind::known_type(other)?,
-        };
-        Some((Event::stored(id?, type_name, Bytes::copy_from_slice(data?.as_bytes()), None), stamp))
-    }
+/// The event in one SSE message of the owner's stream, and its creation stamp (unix µs) if any.
+fn relayed_event(msg: SseMessage) -> Option<(Event, Option<u64>)> {
+    let type_name = match msg.event.as_deref()? {
+        "hello" => "hello",
+        other => EventKind::known_type(other)?,
+    };
+    let id = msg.id.as_deref()?.trim().parse().ok()?;
+    let stamp = msg.comment.as_deref().and_then(|c| c.strip_prefix(STAMP_FIELD)).and_then(|v| v.trim().parse().ok());
+    Some((Event::stored(id, type_name, Bytes::from(msg.data), None), stamp))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::sse::SseParser;
 
     #[test]
-    fn parses_events_split_across_chunks_and_skips_keepalives() {
+    fn relayed_events_keep_id_type_body_and_stamp_and_keepalives_are_skipped() {
         let mut p = SseParser::default();
-        assert!(p.push(b": keep-alive\n\nid: 3\nevent: hel").is_empty());
-        let got = p.push(b"lo\ndata: {\"id\":3,\"type\":\"hello\"}\n\n: t=17\nid: 4\nevent: match\ndata: {}\n\n");
+        assert!(p.feed(b": keep-alive\n\nid: 3\nevent: hel").is_empty());
+        let got: Vec<_> = p
+            .feed(b"lo\ndata: {\"id\":3,\"type\":\"hello\"}\n\n: t=17\nid: 4\nevent: match\ndata: {}\n\n")
+            .into_iter()
+            .filter_map(relayed_event)
+            .collect();
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].0.id, got[0].0.type_name, got[0].1), (3, "hello", None));
         assert_eq!(&got[0].0.json[..], b"{\"id\":3,\"type\":\"hello\"}");

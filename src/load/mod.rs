@@ -26,7 +26,6 @@ pub mod http;
 pub mod procfs;
 pub mod report;
 pub mod scenario;
-pub mod sse;
 pub mod stats;
 pub mod stream;
 pub mod target;

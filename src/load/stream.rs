@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use super::error::LoadError;
 use super::history::{Seen, StreamRecord, Transport};
 use super::http::Http;
-use super::sse::SseParser;
 use super::target::Target;
 use super::wire::{parse_frame, EventBody, Frame};
+use crate::protocol::sse::SseParser;
 
 /// How long a closing stream waits for the server's close handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);

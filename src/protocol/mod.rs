@@ -5,6 +5,7 @@ pub mod event;
 pub mod http;
 pub mod ids;
 pub mod queue;
+pub mod sse;
 pub mod ws;
 
 pub use event::{Event, EventKind};

@@ -60,8 +60,8 @@ impl SseSession {
     fn push_event(&mut self, event: &Event, ctx: &mut Context<Self>) {
         let bytes = if self.stamp {
             let stamp = format!(
-                "{}{}\n",
-                crate::cluster::remote_stream::STAMP_PREFIX,
+                ": {}{}\n",
+                crate::cluster::remote_stream::STAMP_FIELD,
                 crate::cluster::remote_stream::created_micros(event)
             );
             Bytes::from([stamp.as_bytes(), &event.to_sse()].concat())

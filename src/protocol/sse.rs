@@ -1,4 +1,5 @@
 //! A Server-Sent Events parser: bytes in (in whatever chunks the network gives), messages out.
+//! Used by the load tool as a client, and by a node relaying another node's stream.
 
 /// One dispatched SSE message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -6,6 +7,8 @@ pub struct SseMessage {
     pub id: Option<String>,
     pub event: Option<String>,
     pub data: String,
+    /// The block's last comment line, without the `:` (the relay's timestamp rides there).
+    pub comment: Option<String>,
 }
 
 /// Incremental parser; keeps an incomplete message between chunks.
@@ -23,10 +26,11 @@ impl SseParser {
         while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
             let block: Vec<u8> = self.buf.drain(..end + 2).collect();
             let text = String::from_utf8_lossy(&block[..end]);
-            let mut msg = SseMessage { id: None, event: None, data: String::new() };
+            let mut msg = SseMessage { id: None, event: None, data: String::new(), comment: None };
             let mut has_data = false;
             for line in text.split('\n') {
-                if line.starts_with(':') {
+                if let Some(comment) = line.strip_prefix(':') {
+                    msg.comment = Some(comment.trim().to_string());
                     continue;
                 }
                 let (field, value) = match line.split_once(':') {
@@ -62,12 +66,17 @@ mod tests {
     fn messages_split_across_chunks_are_reassembled() {
         let mut p = SseParser::default();
         assert!(p.feed(b": keep-alive\n\nid: 3\nevent: ma").is_empty());
-        let out = p.feed(b"tch\ndata: {\"id\":3}\n\nid: 4\r\ndata: a\r\ndata: b\r\n\r\n");
+        let out = p.feed(b"tch\ndata: {\"id\":3}\n\n: t=17\nid: 4\r\ndata: a\r\ndata: b\r\n\r\n");
         assert_eq!(
             out,
             vec![
-                SseMessage { id: Some("3".into()), event: Some("match".into()), data: "{\"id\":3}".into() },
-                SseMessage { id: Some("4".into()), event: None, data: "a\nb".into() },
+                SseMessage {
+                    id: Some("3".into()),
+                    event: Some("match".into()),
+                    data: "{\"id\":3}".into(),
+                    comment: None
+                },
+                SseMessage { id: Some("4".into()), event: None, data: "a\nb".into(), comment: Some("t=17".into()) },
             ]
         );
     }
