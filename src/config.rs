@@ -188,6 +188,15 @@ pub struct Timeouts {
     pub lease_ms: u64,
     /// Redis mode: pairs and users unused this long are dropped from memory (reloaded on next use).
     pub cache_idle_ms: u64,
+    /// An idle keep-alive HTTP connection is closed after this long.
+    pub http_keep_alive_ms: u64,
+    /// A new connection must send its whole request head within this long (else 408).
+    pub http_request_head_ms: u64,
+    /// After an answer sent before its request body was read (413, 401 on a large body...), how long
+    /// the server keeps reading and discarding the rest so the client can read the answer, before it
+    /// closes. Stream sessions never wait for it: a WebSocket closes its TCP connection right after
+    /// the closing handshake, an SSE stream when its client goes away. 0 = close at once.
+    pub http_linger_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -203,6 +212,9 @@ impl Default for Timeouts {
             persist_timeout_ms: 1_000,
             lease_ms: 3_000,
             cache_idle_ms: 600_000,
+            http_keep_alive_ms: 5_000,
+            http_request_head_ms: 5_000,
+            http_linger_ms: 1_000,
         }
     }
 }
@@ -504,6 +516,9 @@ impl Config {
         }
         if t.persist_timeout_ms == 0 || t.persist_timeout_ms >= t.action_timeout_ms {
             return bad("timeouts.persist_timeout_ms", "must be > 0 and less than action_timeout_ms");
+        }
+        if t.http_request_head_ms == 0 {
+            return bad("timeouts.http_request_head_ms", "must be > 0");
         }
         if t.sse_keepalive_ms == 0 || t.action_timeout_ms == 0 || t.pool_rescan_ms == 0 {
             return bad("timeouts", "sse_keepalive_ms, action_timeout_ms and pool_rescan_ms must be > 0");

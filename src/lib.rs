@@ -44,8 +44,6 @@ pub mod webhook;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
-
 pub use config::Config;
 pub use node::Node;
 
@@ -57,7 +55,7 @@ pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
     pub node: Node,
-    handle: actix_web::dev::ServerHandle,
+    handle: actix_server::ServerHandle,
     /// Resolves when the HTTP server has stopped.
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -104,8 +102,6 @@ impl Running {
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
-    let workers = config.workers;
-    let grace_secs = config.timeouts.shutdown_grace_ms.div_ceil(1000);
     if config.dev_mode() {
         tracing::warn!(
             secret = config::DEV_SECRET,
@@ -117,22 +113,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     }
     let node = Node::start(config).map_err(|e| std::io::Error::other(e.to_string()))?;
     node.keep_lease().await;
-    let app_node = node.clone();
-    let server = HttpServer::new(move || {
-        let node = app_node.clone();
-        App::new()
-            .wrap(actix_web::middleware::from_fn(http::trace::request_span))
-            .wrap(http::cors::Cors::new(&node.config.cors_origins))
-            .app_data(web::Data::new(node.clone()))
-            .configure(http::configure(&node))
-    })
-    .workers(workers)
-    .backlog(4096)
-    .max_connection_rate(1024)
-    .disable_signals()
-    .shutdown_timeout(grace_secs)
-    .listen(listener)?
-    .run();
+    let server = http::server::serve(listener, &node)?;
     let handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(%addr, node = %node.node_id, "matchd listening");

@@ -14,4 +14,5 @@ mod ops;
 mod queue;
 mod streams;
 mod swipes;
+mod tcp_close;
 mod webhooks;

@@ -81,5 +81,5 @@ pub async fn events(
         return Err(Membership::not_active());
     }
     let query = query.into_inner();
-    crate::transport::sse::open(node.get_ref().clone(), query.user, query.since, true).await
+    crate::transport::sse::open(&req, node.get_ref().clone(), query.user, query.since, true).await
 }

@@ -4,10 +4,12 @@
 pub mod actions;
 pub mod auth;
 pub mod body;
+pub mod conn;
 pub mod cors;
 pub mod demo;
 pub mod internal;
 pub mod ops;
+pub mod server;
 pub mod trace;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};

@@ -71,6 +71,8 @@ pub enum Scenario {
     Spin(SpinArgs),
     /// Hammer GET /healthz: the server's bare request rate on this machine
     Healthz(HealthzArgs),
+    /// WebSocket connects and closes as fast as possible while swipes run; server descriptors
+    Churn(ChurnArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -135,6 +137,26 @@ pub struct SpinArgs {
     /// Fraction of rooms where both members skip at the same moment
     #[arg(long, default_value_t = 0.25)]
     pub both_skip_fraction: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// Connect-hello-close cycles in total
+    #[arg(long, default_value_t = 5000)]
+    pub connects: usize,
+    /// Users the cycles are spread over (round robin)
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Cycles in flight per client thread
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// Mutual pairs swiped while the churn runs (two at a time per thread, until the churn ends)
+    #[arg(long, default_value_t = 5000)]
+    pub pairs: usize,
+    /// Close the socket right after sending the close frame instead of waiting for the server's
+    /// close frame and TCP close
+    #[arg(long)]
+    pub no_wait_close: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -12,11 +12,12 @@
 //! - [`target`]: the servers' base URLs, refused unless they are loopback addresses.
 //! - [`token`]: dev tokens or locally minted HS256 tokens.
 //! - [`http`]: one thread's HTTP pool and calls; [`wire`]: the contract as a client reads it.
-//! - [`stream`], [`sse`]: WebSocket and SSE connections that record what they receive.
+//! - [`stream`], [`sse`]: WebSocket and SSE connections that record what they receive; [`raw_ws`]:
+//!   a bare WebSocket client for the connection's own life (handshakes, TCP close, stalls).
 //! - [`history`]: what a run saw; [`check`]: the invariants over it.
 //! - [`stats`]: latency histograms; [`report`]: human and JSON output; [`procfs`]: server memory and CPU.
 //! - [`workers`]: client threads and phase barriers.
-//! - [`scenario`]: `swipes`, `delivery`, `idle`, `spin`, `healthz`.
+//! - [`scenario`]: `swipes`, `delivery`, `idle`, `spin`, `healthz`, `churn`.
 
 pub mod check;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod history;
 pub mod http;
 pub mod procfs;
+pub mod raw_ws;
 pub mod report;
 pub mod scenario;
 pub mod stats;
@@ -91,5 +93,6 @@ pub async fn run(cli: LoadCli) -> Result<Report, LoadError> {
         Scenario::Idle(a) => scenario::idle::run(env, a).await,
         Scenario::Spin(a) => scenario::spin::run(env, a).await,
         Scenario::Healthz(a) => scenario::healthz::run(env, a).await,
+        Scenario::Churn(a) => scenario::churn::run(env, a).await,
     }
 }

@@ -1,4 +1,4 @@
-//! A process's resident memory (`/proc/<pid>/status`) and CPU time (`/proc/<pid>/task/*/schedstat`,
+//! A process's resident memory (`/proc/<pid>/status`), open descriptors (`/proc/<pid>/fd`) and CPU time (`/proc/<pid>/task/*/schedstat`,
 //! nanoseconds, all threads), Linux only.
 
 use std::time::Duration;
@@ -32,6 +32,14 @@ pub fn vm_rss_kib(pid: u32) -> Result<u64, LoadError> {
     parse_vm_rss(&text).ok_or_else(|| LoadError::Setup(format!("{path} has no VmRSS line")))
 }
 
+/// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Result<u64, LoadError> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| LoadError::Setup(format!("cannot read {dir} (is --server-pid a running process here?): {e}")))?;
+    Ok(entries.count() as u64)
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.trim_start_matches("VmRSS:").split_whitespace().next()?.parse().ok()
@@ -58,5 +66,14 @@ mod tests {
         assert_eq!(parse_vm_rss("Name:\tmatchd\nVmRSS:\t   12345 kB\nThreads: 4\n"), Some(12345));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         assert!(vm_rss_kib(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn open_fds_counts_descriptors() {
+        let before = open_fds(std::process::id()).unwrap();
+        let extra: Vec<std::fs::File> = (0..5).map(|_| std::fs::File::open("/proc/self/status").unwrap()).collect();
+        // Other tests open and close files meanwhile, so only check that ours are counted at all.
+        assert!(open_fds(std::process::id()).unwrap() >= 5 && before > 0);
+        drop(extra);
     }
 }

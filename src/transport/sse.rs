@@ -10,6 +10,7 @@ use futures_util::stream;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
+use crate::http::conn::ConnHandle;
 use crate::metrics::METRICS;
 use crate::node::{Node, Subscription};
 use crate::protocol::{Event, UserId};
@@ -25,6 +26,8 @@ pub struct SseSession {
     subscription: Option<Subscription>,
     /// Internal stream relayed by another node: each event carries its creation time.
     stamp: bool,
+    /// The connection, to stop as soon as the client closes it (not at the next failed write).
+    conn: Option<ConnHandle>,
 }
 
 /// The registration of a started session.
@@ -87,6 +90,11 @@ impl Actor for SseSession {
         // connection's place (per-user limit, presence) without waiting for a failed write.
         let body = self.body.clone();
         async move { body.closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()).spawn(ctx);
+        // A client that closes the connection does not drop the body (the HTTP layer keeps a
+        // half-closed connection's response going), so watch the socket too.
+        if let Some(conn) = self.conn.clone() {
+            async move { conn.peer_closed().await }.into_actor(self).map(|_, _, ctx| ctx.stop()).spawn(ctx);
+        }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -143,12 +151,19 @@ pub async fn events(
     query: web::Query<crate::http::StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let since = resume_point(&req, query.since)?;
-    open(node.get_ref().clone(), user.0, since, false).await
+    open(&req, node.get_ref().clone(), user.0, since, false).await
 }
 
 /// Opens `user`'s stream as an SSE response; `stamp` marks internal streams relayed by another
 /// node (see `cluster::remote_stream`).
-pub async fn open(node: Node, user: UserId, since: Option<u64>, stamp: bool) -> Result<HttpResponse, ApiError> {
+pub async fn open(
+    req: &HttpRequest,
+    node: Node,
+    user: UserId,
+    since: Option<u64>,
+    stamp: bool,
+) -> Result<HttpResponse, ApiError> {
+    let conn = req.conn_data::<ConnHandle>().cloned();
     let outbox = node.config.limits.outbox_capacity;
     let (tx, rx) = mpsc::channel::<Bytes>(outbox);
     let id = node.next_session_id();
@@ -156,7 +171,7 @@ pub async fn open(node: Node, user: UserId, since: Option<u64>, stamp: bool) -> 
         let (node, user) = (node.clone(), user.clone());
         move |ctx| {
             ctx.set_mailbox_capacity(outbox);
-            SseSession { node, user, id, body: tx, subscription: None, stamp }
+            SseSession { node, user, id, body: tx, subscription: None, stamp, conn }
         }
     });
     let handle = SessionHandle { id, recipient: session.clone().recipient() };
@@ -178,7 +193,10 @@ pub async fn open(node: Node, user: UserId, since: Option<u64>, stamp: bool) -> 
             rx,
             |mut rx| async move { rx.recv().await.map(|bytes| (Ok::<Bytes, actix_web::Error>(bytes), rx)) },
         );
+    // `Connection: close`: when the stream ends (the server closed it, or the client went away) the
+    // TCP connection closes with it instead of idling for keep-alive; clients reconnect anyway.
     Ok(HttpResponse::Ok()
+        .force_close()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))

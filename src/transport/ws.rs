@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::error::ApiError;
+use crate::http::conn::ConnHandle;
 use crate::metrics::METRICS;
 use crate::node::{Node, Subscription, Via};
 use crate::protocol::ws::{Ack, ClientAction, ClientFrame, ErrorData, ErrorFrame};
@@ -34,12 +35,15 @@ pub struct WsSession {
     last_seen: Instant,
     /// Registered with the user's owner (so `stopped` must unsubscribe).
     subscription: Option<Subscription>,
+    /// Ends the TCP connection once the session stops (after its close frame), instead of waiting
+    /// for the client to close it.
+    conn: Option<ConnHandle>,
 }
 
 impl WsSession {
-    pub fn new(node: Node, user: UserId, since: Option<u64>) -> Self {
+    pub fn new(node: Node, user: UserId, since: Option<u64>, conn: Option<ConnHandle>) -> Self {
         let id = node.next_session_id();
-        WsSession { node, user, id, since, last_seen: Instant::now(), subscription: None }
+        WsSession { node, user, id, since, last_seen: Instant::now(), subscription: None, conn }
     }
 
     fn write_event(&self, ctx: &mut ws::WebsocketContext<Self>, event: &Event) {
@@ -72,6 +76,11 @@ impl WsSession {
         ctx.run_interval(self.node.config.heartbeat_interval(), move |act, ctx| {
             if act.last_seen.elapsed() > timeout {
                 tracing::debug!(user = %act.user, session = act.id, "websocket heartbeat timed out");
+                // 1001: this end is going away; a client that is still there reconnects and resumes.
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Away,
+                    description: Some("no frame or pong within the client timeout".into()),
+                }));
                 ctx.stop();
             } else {
                 ctx.ping(b"");
@@ -164,6 +173,11 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // Whatever stopped the session (either side's close, a protocol error, the heartbeat), its
+        // last frame is queued: the connection closes as soon as that is written.
+        if let Some(conn) = self.conn.take() {
+            conn.end();
+        }
         METRICS.connections.with_label_values(&["ws"]).dec();
         if let Some(subscription) = self.subscription.take() {
             self.node.unsubscribe(&self.user, self.id, subscription);
@@ -234,6 +248,7 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     let node: Node = node.get_ref().clone();
     let frame_size = node.config.limits.max_frame_bytes;
-    let session = WsSession::new(node, user.0, query.since);
+    let conn = req.conn_data::<ConnHandle>().cloned();
+    let session = WsSession::new(node, user.0, query.since, conn);
     ws::WsResponseBuilder::new(session, &req, stream).frame_size(frame_size).start()
 }

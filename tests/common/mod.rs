@@ -10,6 +10,7 @@ pub mod nginx;
 pub mod process;
 pub mod redis;
 pub mod redis_cluster;
+pub mod stalled;
 
 use std::future::Future;
 

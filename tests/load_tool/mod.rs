@@ -72,6 +72,22 @@ async fn spin_join_skip_and_requeue_pass() {
 }
 
 #[actix_rt::test]
+async fn churn_cycles_wait_for_the_tcp_close_and_descriptors_come_back() {
+    let _trace = common::trace_init();
+    let server = matchd::start(common::config()).await.unwrap();
+    // The server runs in this process: its descriptors are this process's (the client's too, and
+    // they are closed by the time the tool counts again).
+    let pid = std::process::id().to_string();
+    let args = ["churn", "--connects", "300", "--users", "20", "--pairs", "40", "--server-pid", &pid];
+    let report = load(&server, &args).await;
+    assert_eq!(report.counts["cycles"], 300, "{}", report.human());
+    assert_eq!(report.counts["cycle_failures"], 0);
+    assert!(report.latencies_ms.contains_key("close_frame_to_tcp_close"));
+    assert!(report.counts.contains_key("server_fds_peak"));
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn healthz_rate_is_measured() {
     let _trace = common::trace_init();
     let server = matchd::start(common::config()).await.unwrap();

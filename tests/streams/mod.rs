@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::common::{self, Api, Conn, SseOptions, TestServer, WsOptions, TIMEOUT};
+use crate::common::{self, Conn, SseOptions, TestServer, WsOptions, TIMEOUT};
 
 /// The events of `conn` after its `hello`.
 fn after_hello(conn: &Conn) -> Vec<Value> {
@@ -345,89 +345,17 @@ async fn connections_past_the_per_user_limit_are_refused() {
     server.shutdown().await;
 }
 
-/// A WebSocket client that completes the handshake and then stops reading, with a small receive
-/// buffer: the slow consumer the server must not buffer for without bound.
-async fn stalled_websocket(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    stream
-}
-
-/// Reads server frames until a close frame; its code.
-async fn read_until_close(stream: &mut tokio::net::TcpStream) -> Option<u16> {
-    use tokio::io::AsyncReadExt;
-    loop {
-        let mut h = [0u8; 2];
-        stream.read_exact(&mut h).await.ok()?;
-        let len = match h[1] & 0x7f {
-            126 => stream.read_u16().await.ok()? as usize,
-            127 => stream.read_u64().await.ok()? as usize,
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).await.ok()?;
-        if h[0] & 0x0f == 0x8 {
-            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_resumes() {
     let _trace = common::trace_init();
-    let mut config = common::config();
-    config.limits.outbox_capacity = 8;
-    config.limits.joins_per_minute = 100_000;
-    config.limits.skips_per_minute = 100_000;
-    // Big room payloads fill the socket buffers quickly.
-    config.pools =
-        toml::from_str(&format!("[big]\nrematch_window_ms = 0\n[big.payload]\nblob = \"{}\"\n", "x".repeat(60_000)))
-            .unwrap();
-    config.limits.max_body_bytes = 1 << 20;
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(common::stalled::config()).await;
     let api = server.api();
-    let (slow, partner) = (api.token("slowpoke").await, api.token("partner").await);
-    let before = slow_consumers(&api).await;
-    let mut stalled = stalled_websocket(server.addr(), &slow).await;
-    // Every cycle sends the stalled user a 60 KB room_assigned, a room_closed and a queue_update.
-    let (s, _) = (api.post_json("/v1/queue", Some(&slow), &json!({"pool": "big"})).await.status, ());
-    assert_eq!(s.as_u16(), 202);
-    let mut cycles = 0;
-    while slow_consumers(&api).await == before {
-        cycles += 1;
-        assert!(cycles <= 400, "the stalled connection was never closed");
-        let room = api.post_json("/v1/queue", Some(&partner), &json!({"pool": "big"})).await.ok();
-        let room_id = room["room"]["room_id"].as_str().unwrap().to_string();
-        api.post_json(&format!("/v1/rooms/{room_id}/skip"), Some(&partner), &json!({"requeue": false})).await.ok();
-    }
+    let (mut stalled, cycles) = common::stalled::stall_until_closed(&api, server.addr(), "slowpoke").await;
     // What it had buffered ends with a close frame saying why: reconnect and resume.
-    assert_eq!(read_until_close(&mut stalled).await, Some(4008));
+    assert_eq!(stalled.until_close().await.unwrap(), Some(4008));
+    let slow = api.token("slowpoke").await;
     let conn = api.ws_with(&slow, WsOptions { since: Some(0), ..Default::default() }).await.unwrap();
     let rooms = conn.wait_events("room_assigned", cycles, TIMEOUT).await;
     assert_eq!(rooms.len(), cycles, "a resume replays what the slow client missed");
     server.shutdown().await;
-}
-
-async fn slow_consumers(api: &Api) -> f64 {
-    let reply = api.send(api.request(awc::http::Method::GET, "/metrics"), None).await;
-    std::str::from_utf8(&reply.body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("matchd_slow_consumers_closed_total "))
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0.0)
 }

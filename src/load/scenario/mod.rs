@@ -2,6 +2,7 @@
 //! waiting for streams.
 
 pub mod actions;
+pub mod churn;
 pub mod delivery;
 pub mod healthz;
 pub mod idle;
