@@ -1,10 +1,8 @@
 //! Fixed hashing of users and unordered user pairs to slots. The function never changes (ids issued
 //! in one version embed their slot), so it has test vectors.
 
+pub use crate::protocol::ids::SLOT_COUNT;
 use crate::protocol::UserId;
-
-/// Number of slots. Fixed: slot numbers are embedded in match and room ids.
-pub const SLOT_COUNT: u16 = 16384;
 
 /// 64-bit FNV-1a: tiny, fast on short ids, and stable across platforms and versions.
 fn fnv1a(parts: &[&[u8]]) -> u64 {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_USER_ID_LEN: usize = 64;
 /// Longest idempotency key or client `ref` accepted.
 pub const MAX_KEY_LEN: usize = 128;
+/// Number of slots users and pairs hash to. Fixed: slot numbers are embedded in match and room ids.
+pub const SLOT_COUNT: u16 = 16384;
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,13 +135,14 @@ macro_rules! slotted_id {
                 Self(Arc::from(format!("{}.{}", slot, random_suffix())))
             }
 
-            /// The slot this id was issued in, if it has the server's shape.
+            /// The slot this id was issued in, if it has the server's shape (a slot in range, a dot,
+            /// a suffix). Ids of any other shape were never issued: their lookups answer 404.
             pub fn slot(&self) -> Option<u16> {
                 let (slot, rest) = self.0.split_once('.')?;
-                if rest.is_empty() {
+                if rest.is_empty() || slot.is_empty() || !slot.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
-                slot.parse().ok()
+                slot.parse().ok().filter(|&s| s < SLOT_COUNT)
             }
         }
     };
@@ -168,6 +171,11 @@ mod tests {
         assert_eq!(m.slot(), Some(4242));
         assert_eq!(MatchId::parse("nope").unwrap().slot(), None);
         assert_eq!(MatchId::parse("12.").map(|m| m.slot()), Ok(None));
+        assert_eq!(RoomId::parse("16383.x").unwrap().slot(), Some(16383));
+        for outside in ["16384.x", "65535.x", "65536.x", "99999999999.x", "-1.x", "007x.y", ".x"] {
+            assert_eq!(RoomId::parse(outside).unwrap().slot(), None, "{outside}");
+            assert_eq!(MatchId::parse(outside).unwrap().slot(), None, "{outside}");
+        }
     }
 
     #[test]

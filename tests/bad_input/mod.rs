@@ -418,3 +418,27 @@ async fn a_token_acts_only_as_its_subject() {
     }
     server.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn ids_with_a_slot_out_of_range_are_not_found_and_break_nothing() {
+    let _trace = common::trace_init();
+    let server = TestServer::start(common::config()).await;
+    let api = server.api();
+    let alice = api.token("alice").await;
+    let ws = api.ws(&alice).await;
+    ws.recv_event("hello", TIMEOUT).await;
+    for id in ["16383.x", "16384.x", "16384.", "65535.abc", "65536.abc", "99999999999999999999.x", "-1.x", "x.y"] {
+        api.delete(&format!("/v1/matches/{id}"), &alice).await.assert_error(404, "not_found");
+        let skip = api.post_json(&format!("/v1/rooms/{id}/skip"), Some(&alice), &json!({})).await;
+        skip.assert_error(404, "not_found");
+        // The same over the WebSocket: an error frame, and the socket stays open.
+        for frame in [json!({"type": "unmatch", "match_id": id}), json!({"type": "skip", "room_id": id})] {
+            let reply = ws.request(frame.clone()).await;
+            assert_eq!(reply["type"], "error", "{frame}: {reply}");
+            assert_eq!(reply["data"]["code"], "not_found", "{frame}: {reply}");
+        }
+    }
+    assert!(ws.is_closed().is_none(), "the WebSocket was closed: {:?}", ws.is_closed());
+    assert_eq!(ws.request(json!({"type": "ping"})).await["type"], "pong");
+    server.shutdown().await;
+}
