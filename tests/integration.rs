@@ -9,6 +9,7 @@ mod common;
 mod demo;
 mod durability;
 mod failover;
+mod fuzz;
 mod load_tool;
 mod ops;
 mod queue;

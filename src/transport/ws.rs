@@ -246,6 +246,10 @@ pub async fn upgrade(
     user: crate::http::auth::StreamUser,
     query: web::Query<crate::http::StreamQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    // A request that is not a valid upgrade gets the contract's error, not actix's empty 400.
+    if let Err(e) = ws::handshake(&req) {
+        return Err(ApiError::BadRequest(format!("GET /v1/ws must be a WebSocket upgrade: {e}")).into());
+    }
     let node: Node = node.get_ref().clone();
     let frame_size = node.config.limits.max_frame_bytes;
     let conn = req.conn_data::<ConnHandle>().cloned();
