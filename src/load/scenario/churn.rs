@@ -89,7 +89,7 @@ pub async fn run(env: Arc<Env>, args: ChurnArgs) -> Result<Report, LoadError> {
     report.param("wait_close", !args.no_wait_close);
     report.count("cycles", rec.count("cycles"));
     report.count("cycle_failures", rec.history.failures.iter().filter(|f| f.what == CHURN).count() as u64);
-    report.count("swipe_requests", rec.history.swipes.len() as u64);
+    report.count("swipe_requests", rec.count("swipe_requests"));
     if let Some(r) = rec.rate("cycles", "churn") {
         report.rate("cycles_per_sec", r);
     }
@@ -237,5 +237,6 @@ async fn worker(
     futures_util::future::join(cycles, swipes).await;
     let mut rec = rec.into_inner();
     rec.span("churn", start, Instant::now());
+    rec.add("swipe_requests", rec.history.swipes.len() as u64);
     Ok(rec)
 }
