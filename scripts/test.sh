@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the system packages the tests start
-# (redis-server, nginx for the cluster tests' load balancer, chromium + chromedriver) when they
-# are missing, checks formatting and lints, then runs every test. Nothing is skipped: a test whose
+# (redis-server, nginx for the cluster tests' load balancer, chromium + chromedriver, Node.js and
+# Python's venv for the client libraries) when they are missing, checks formatting and lints, then
+# runs every test: the Rust suite, then the JS and Python clients' suites against the built server. Nothing is skipped: a test whose
 # server cannot start fails. The cluster tests run their own nginx processes with their own config
 # on free loopback ports; the nginx package's system service is not needed (and is not started).
 set -euo pipefail
@@ -13,6 +14,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing missing packages: ${need[*]}"
   SUDO=""
@@ -38,3 +41,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets "$@"
+
+# The client libraries, against the server binary the Rust suite just built.
+cargo build --bin matchd
+bin="${CARGO_TARGET_DIR:-target}/debug/matchd"
+MATCHD_BIN="$bin" ./scripts/test-js.sh
+MATCHD_BIN="$bin" ./scripts/test-python.sh
