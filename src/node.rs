@@ -527,6 +527,10 @@ pub fn execute_local(
             users.for_user(&m.user).do_send(m);
             done()
         }
+        Call::ArmPresence(m) => {
+            users.for_user(&m.user).do_send(m);
+            done()
+        }
         Call::ListMatches(m) => {
             let addr = users.for_user(&m.user).clone();
             Box::pin(async move { answer(ask(addr, m, timeout).await) })

@@ -13,6 +13,7 @@ mod fuzz;
 mod load_tool;
 mod ops;
 mod queue;
+mod restarts;
 mod streams;
 mod swipes;
 mod tcp_close;

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::protocol::PoolName;
 use crate::queue::messages::{CreateRoom, Dequeue, Enqueue, Join, Leave, MemberGone, Skip};
-use crate::queue::placement::RestorePlace;
+use crate::queue::placement::{ArmPresence, RestorePlace};
 use crate::queue::pool::Forget;
 use crate::session::messages::{ListMatches, Publish};
 
@@ -45,6 +45,7 @@ pub enum Call {
     Dequeue { pool: PoolName, msg: Dequeue },
     Forget { pool: PoolName, msg: Forget },
     RestorePlace(RestorePlace),
+    ArmPresence(ArmPresence),
     ListMatches(ListMatches),
     Join(Join),
     Leave(Leave),
@@ -67,6 +68,7 @@ impl Call {
                 name_slot(pool.as_str())
             }
             Call::RestorePlace(m) => user_slot(&m.user),
+            Call::ArmPresence(m) => user_slot(&m.user),
             Call::ListMatches(m) => user_slot(&m.user),
             Call::Join(m) => user_slot(&m.user),
             Call::Leave(m) => user_slot(&m.user),
@@ -86,6 +88,7 @@ impl Call {
             Call::Dequeue { .. } => "dequeue",
             Call::Forget { .. } => "forget",
             Call::RestorePlace(_) => "restore_place",
+            Call::ArmPresence(_) => "arm_presence",
             Call::ListMatches(_) => "list_matches",
             Call::Join(_) => "join",
             Call::Leave(_) => "leave",

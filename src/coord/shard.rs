@@ -324,6 +324,9 @@ impl PairShard {
             Cmd::Skip(msg, tx) => (Waiter::new(tx, self.decide_skip(&msg)), msg.request_id),
             Cmd::MemberGone(msg) => {
                 self.decide_member_gone(&msg);
+                // Nobody waits for an answer, but the close must be stored and told now (I5), not
+                // whenever the next action on this shard happens to flush.
+                self.schedule_flush(ctx);
                 return;
             }
         };
@@ -704,8 +707,8 @@ impl PairShard {
         }
         let cmds = d.loading.remove(&key).unwrap_or_default();
         self.publish_owed(&key);
-        // Rooms a previous run left open end now; their members are told (I5).
-        self.close_stale_rooms(&key);
+        // Rooms a previous run (or owner) left open go on; their members' grace starts now.
+        self.adopt_rooms(&key);
         for cmd in cmds {
             self.execute(cmd, ctx);
         }

@@ -247,3 +247,31 @@ impl Handler<RestorePlace> for UserShard {
         }
     }
 }
+
+/// A room's owner kept `room_id` open across a restart or a move of its pair's slot: if `user` has
+/// no connection on their own node, the usual presence grace runs from now, and a member who does
+/// not come back within it leaves (the partner hears `partner_left`, I5).
+#[derive(Debug, actix::Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+pub struct ArmPresence {
+    pub user: UserId,
+    pub room_id: crate::protocol::RoomId,
+}
+
+impl Handler<ArmPresence> for UserShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: ArmPresence, ctx: &mut Context<Self>) {
+        let user = msg.user.clone();
+        self.after_load(
+            &msg.user,
+            Box::new(move |act, ctx| {
+                if act.entry(&user).is_offline() {
+                    tracing::debug!(user = %user, room_id = %msg.room_id, "kept room: presence grace from now");
+                    act.check_presence_later(&user, ctx);
+                }
+            }),
+            ctx,
+        );
+    }
+}

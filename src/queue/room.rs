@@ -3,11 +3,13 @@
 //! every member is told `room_closed` through their own shard, live or on resume (I5), and handed
 //! back idle or requeued, each exactly once. With Redis, rooms are stored in their pair's record
 //! and their events go through the pair's outbox, so a crash cannot lose a close; a room found
-//! open from a previous run of the server is closed (`server_restart`) as soon as it is loaded.
+//! open from a previous run of the server (or a previous owner of its slot) is kept, and its members
+//! get the presence grace from then on.
 
 use serde::{Deserialize, Serialize};
 
 use super::messages::{CreateRoom, MemberGone, Skip};
+use super::placement::ArmPresence;
 use crate::coord::shard::PairShard;
 use crate::coord::slot::PairKey;
 use crate::error::ApiError;
@@ -80,7 +82,7 @@ impl PairShard {
         self.mark_dirty(&key);
         self.owe(&key, entries);
         self.notify(|| {
-            let closed_by = (why.leaver != "server_restart").then(|| users[leaver].clone());
+            let closed_by = Some(users[leaver].clone());
             WebhookEvent::new(
                 format!("room.closed:{room_id}"),
                 "room.closed",
@@ -151,25 +153,28 @@ impl PairShard {
         self.close_room(&msg.room_id, me, CloseReasons { leaver: "left", partner: "partner_left" }, requeue);
     }
 
-    /// Closes the rooms of `key` that a previous run of the server left open.
-    pub(crate) fn close_stale_rooms(&mut self, key: &PairKey) {
+    /// Keeps the rooms of `key` that a previous run of the server, or the slot's previous owner,
+    /// left open: they belong to this run now (stored on the next batch), and each member gets
+    /// the usual presence grace from now on at their own node, so a member who does not come back
+    /// leaves and the partner hears `partner_left` (I5). Nothing is closed because ownership moved.
+    pub(crate) fn adopt_rooms(&mut self, key: &PairKey) {
         let incarnation = self.incarnation;
-        let stale: Vec<RoomId> = self
-            .rooms
-            .get(key)
-            .map(|rooms| {
-                rooms
-                    .iter()
-                    .filter(|r| r.closed.is_none() && r.incarnation != incarnation)
-                    .map(|r| r.room.room_id.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for room_id in stale {
-            tracing::info!(room_id = %room_id, "closing a room left open by a previous run");
-            // Nobody asked to be requeued; both go idle and can spin again.
-            let why = CloseReasons { leaver: "server_restart", partner: "server_restart" };
-            self.close_room(&room_id, 0, why, [false, false]);
+        let mut members = Vec::new();
+        for r in self.rooms.get_mut(key).into_iter().flatten() {
+            if r.closed.is_none() && r.incarnation != incarnation {
+                r.incarnation = incarnation;
+                tracing::debug!(room_id = %r.room.room_id, "keeping a room opened by a previous owner");
+                members.extend(
+                    r.room.users.iter().map(|u| ArmPresence { user: u.clone(), room_id: r.room.room_id.clone() }),
+                );
+            }
+        }
+        if members.is_empty() {
+            return;
+        }
+        self.mark_dirty(key);
+        for m in members {
+            self.users.arm_presence(m);
         }
     }
 

@@ -8,7 +8,7 @@ use super::user_shard::UserShard;
 use crate::cluster::forward::{notify, Call, Forwarder};
 use crate::coord::slot::{shard_of, user_slot};
 use crate::protocol::{EventKind, UserId};
-use crate::queue::placement::RestorePlace;
+use crate::queue::placement::{ArmPresence, RestorePlace};
 
 #[derive(Clone)]
 pub struct UserRouter {
@@ -38,6 +38,12 @@ impl UserRouter {
     pub fn restore_place(&self, msg: RestorePlace) {
         let user = msg.user.clone();
         notify(self.cluster.as_ref(), user_slot(&user), msg, |m| self.for_user(&user).do_send(m), Call::RestorePlace);
+    }
+
+    /// Tells `user`'s owner that a room of theirs was kept open by a new owner of its pair.
+    pub fn arm_presence(&self, msg: ArmPresence) {
+        let user = msg.user.clone();
+        notify(self.cluster.as_ref(), user_slot(&user), msg, |m| self.for_user(&user).do_send(m), Call::ArmPresence);
     }
 
     pub fn all(&self) -> &[Addr<UserShard>] {

@@ -68,6 +68,13 @@ pub struct Links {
 #[rtype(result = "()")]
 pub struct Wire(pub Links);
 
+impl UserEntry {
+    /// No connection of the user is open on this node (their owner).
+    pub(crate) fn is_offline(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
 /// A message that must wait until its user is loaded.
 enum Deferred {
     Publish(Publish),
@@ -186,6 +193,11 @@ impl UserShard {
             }
             Deferred::Place(action) => action(self, ctx),
         }
+    }
+
+    /// Runs `action` once `user` is loaded (at once if they are).
+    pub(crate) fn after_load(&mut self, user: &UserId, action: PlaceAction, ctx: &mut Context<Self>) {
+        self.when_loaded(user, Deferred::Place(action), ctx);
     }
 
     /// Whether messages for `user` wait for the user's load (a room change among them decides

@@ -27,11 +27,23 @@ impl MatchdProcess {
         p
     }
 
+    /// Like `with_redis`, with more config: `extra` continues the file's `[timeouts]` table (and may
+    /// open further tables).
+    pub fn with_redis_and(redis: &super::redis::RedisServer, extra: &str) -> MatchdProcess {
+        let p = Self::on_redis(redis, extra);
+        p.wait_ready(Duration::from_secs(10));
+        p
+    }
+
     /// Like `with_redis`, but only waits for it to be up (it may be a standby).
     pub fn standby_with_redis(redis: &super::redis::RedisServer) -> MatchdProcess {
+        Self::on_redis(redis, "")
+    }
+
+    fn on_redis(redis: &super::redis::RedisServer, extra: &str) -> MatchdProcess {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("matchd.toml");
-        std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n")).unwrap();
+        std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n{extra}")).unwrap();
         let url = redis.url();
         let args = ["--redis", &url, "--workers", "1", "--shards", "2", "--config", config.to_str().unwrap()];
         // Starts `matchd --listen 127.0.0.1:<free port> <args>` and waits for `/healthz`.

@@ -138,7 +138,7 @@ class RoomAssignedData(TypedDict):
 
 
 class RoomClosedData(TypedDict):
-    """`reason`: `skipped`, `partner_skipped`, `left`, `partner_left`, `closed_by_server`, `server_restart`."""
+    """`reason`: `skipped`, `partner_skipped`, `left`, `partner_left`, `closed_by_server` (`server_restart` from servers before v1.1)."""
 
     room_id: str
     reason: str
