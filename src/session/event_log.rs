@@ -46,10 +46,18 @@ impl EventLog {
 
     /// Numbers and stores `kind`; returns the encoded event.
     pub fn push(&mut self, kind: &EventKind, effect: Option<Arc<str>>) -> Arc<Event> {
+        self.append(|id| {
+            let mut event = Event::encode(id, kind);
+            event.effect = effect;
+            event
+        })
+    }
+
+    /// Numbers and stores the event `encode` builds for the next id (an event the app's backend
+    /// published, say); returns it.
+    pub fn append(&mut self, encode: impl FnOnce(u64) -> Event) -> Arc<Event> {
         self.last_id += 1;
-        let mut event = Event::encode(self.last_id, kind);
-        event.effect = effect;
-        let event = Arc::new(event);
+        let event = Arc::new(encode(self.last_id));
         if self.retained.len() == self.capacity {
             self.retained.pop_front();
         }

@@ -574,7 +574,7 @@ fn parse_stream_entry(entry: &redis::Value) -> Option<Event> {
     let json = json?;
     let type_name = serde_json::from_str::<serde_json::Value>(&json)
         .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).and_then(EventKind::known_type))?;
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).and_then(Event::parse_type))?;
     Some(Event::stored(id, type_name, Bytes::from(json), effect.map(Arc::from)))
 }
 
