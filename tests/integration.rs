@@ -12,6 +12,7 @@ mod failover;
 mod load_tool;
 mod ops;
 mod queue;
+mod server_api;
 mod streams;
 mod swipes;
 mod webhooks;
