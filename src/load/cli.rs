@@ -71,6 +71,8 @@ pub enum Scenario {
     Spin(SpinArgs),
     /// Hammer GET /healthz: the server's bare request rate on this machine
     Healthz(HealthzArgs),
+    /// Server API fan-out: POST /v1/server/publish -> every connection of the listed users, beside a match event
+    Publish(PublishArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -135,6 +137,37 @@ pub struct SpinArgs {
     /// Fraction of rooms where both members skip at the same moment
     #[arg(long, default_value_t = 0.25)]
     pub both_skip_fraction: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Connected users (the publishes go to them, evenly)
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Connections (tabs) per user
+    #[arg(long, default_value_t = 1)]
+    pub tabs: usize,
+    /// Fraction of users whose tabs use SSE instead of WebSocket
+    #[arg(long, default_value_t = 0.0)]
+    pub sse_fraction: f64,
+    /// Users per publish call: one timed phase per value (repeat, or separate by commas)
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    pub users_per_call: Vec<usize>,
+    /// Publish calls per phase
+    #[arg(long, default_value_t = 2000)]
+    pub calls: usize,
+    /// Publish calls in flight per client thread
+    #[arg(long, default_value_t = 8)]
+    pub calls_in_flight: usize,
+    /// Mutual pairs swiped before the publishes, for a match event latency from the same run [default: users / 10]
+    #[arg(long)]
+    pub pairs: Option<usize>,
+    /// Pairs swiped at a time per client thread
+    #[arg(long, default_value_t = 8)]
+    pub pairs_in_flight: usize,
+    /// The server API's key (X-Api-Key)
+    #[arg(long, env = "MATCHD_API_KEY", hide_env_values = true, default_value = "dev-api-key")]
+    pub api_key: String,
 }
 
 #[derive(Debug, Clone, Args)]
