@@ -212,7 +212,7 @@ impl UserShard {
         let entry = self.entry(user);
         let logged = match effect.as_deref().and_then(|fx| entry.log.find_effect(fx)) {
             // Published with this key before: nothing new, and the same answer once that is stored.
-            Some(existing) if existing.id <= entry.log.durable_id() => return drop(ack.send(Ok(()))),
+            Some(existing) if existing <= entry.log.durable_id() => return drop(ack.send(Ok(()))),
             Some(_) => None,
             None => {
                 Some(entry.log.append(|id| Event::app(id, event.type_.as_str(), &event.data, effect.map(Arc::from))))
@@ -287,7 +287,7 @@ impl UserShard {
         if let Some(fx) = &effect {
             if let Some(existing) = entry.log.find_effect(&fx.id) {
                 // A re-publish of an event already logged: confirm it, log nothing.
-                let durable_now = existing.id <= entry.log.durable_id();
+                let durable_now = existing <= entry.log.durable_id();
                 self.confirm(fx.pair.clone(), fx.id.clone(), user.clone(), durable_now, ctx);
                 return;
             }
