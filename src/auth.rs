@@ -7,6 +7,31 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::protocol::{unix_ms, UserId};
 
+/// The server API's key (`--api-key`), kept as its SHA-256 digest: a request's key is hashed and the
+/// two digests compared in constant time, so timing reveals neither the key's bytes nor its length.
+/// A user's token is never a server key: only `X-Api-Key` is compared, never `Authorization`.
+pub struct ApiKey {
+    digest: [u8; 32],
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+impl ApiKey {
+    pub fn new(key: &str) -> ApiKey {
+        ApiKey { digest: sha256(key.as_bytes()) }
+    }
+
+    /// Whether `given` is the key.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let given = sha256(given);
+        given.iter().zip(&self.digest).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
 /// Lifetime of dev-mode tokens.
 pub const DEV_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
@@ -124,5 +149,14 @@ mod tests {
             .unwrap();
         let err = a.verify(&t).unwrap_err();
         assert!(err.to_string().contains("expired"));
+    }
+
+    #[test]
+    fn the_api_key_matches_only_itself() {
+        let key = ApiKey::new("server-key-0123456789");
+        assert!(key.matches(b"server-key-0123456789"));
+        assert!(!key.matches(b"server-key-012345678"));
+        assert!(!key.matches(b"server-key-01234567890"));
+        assert!(!key.matches(b""));
     }
 }

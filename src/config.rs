@@ -25,9 +25,12 @@ pub const ENV_CLUSTER: &str = "MATCHD_CLUSTER";
 pub const ENV_ADVERTISE: &str = "MATCHD_ADVERTISE";
 pub const ENV_WEBHOOK_URL: &str = "MATCHD_WEBHOOK_URL";
 pub const ENV_WEBHOOK_SECRET: &str = "MATCHD_WEBHOOK_SECRET";
+pub const ENV_API_KEY: &str = "MATCHD_API_KEY";
 
 /// The secret dev mode signs tokens with; printed in the start-up warning.
 pub const DEV_SECRET: &str = "dev-secret";
+/// The server-API key in dev mode when none is set; printed in the start-up warning.
+pub const DEV_API_KEY: &str = "dev-api-key";
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -79,6 +82,10 @@ pub struct Cli {
     /// HMAC-SHA256 secret signing webhook bodies (X-Matchd-Signature); required with --webhook-url
     #[arg(long, env = ENV_WEBHOOK_SECRET, hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Key of the server API (/v1/server/*, header X-Api-Key), at least 16 bytes [default: "dev-api-key" in
+    /// dev mode; otherwise none, and the server API answers 404]
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Webhooks to the app's backend. In the `[webhooks]` table of the config file.
@@ -238,6 +245,7 @@ struct FileConfig {
     pools: HashMap<String, PoolRules>,
     cluster: Option<bool>,
     advertise: Option<String>,
+    api_key: Option<String>,
 }
 
 /// Log output style.
@@ -273,6 +281,8 @@ pub struct Config {
     pub webhooks: Webhooks,
     /// Cluster mode: several active nodes share Redis (see `cluster`); `None` = one active node.
     pub cluster: Option<ClusterConfig>,
+    /// The key the app's backend sends in `X-Api-Key` to the server API; see `server_api_key`.
+    pub api_key: Option<String>,
 }
 
 /// How this node takes part in a cluster.
@@ -326,6 +336,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             webhooks: Webhooks::default(),
             cluster: None,
+            api_key: None,
         }
     }
 }
@@ -384,6 +395,7 @@ impl Config {
         });
         let config = Config {
             cluster,
+            api_key: cli.api_key.or(file.api_key).filter(|s| !s.is_empty()),
             listen,
             redis: cli.redis.or(file.redis).filter(|s| !s.is_empty()),
             jwt_secret: cli.jwt_secret.or(file.jwt_secret).filter(|s| !s.is_empty()),
@@ -432,6 +444,9 @@ impl Config {
             if secret.len() < 16 {
                 return bad("jwt_secret", "must be at least 16 bytes");
             }
+        }
+        if self.api_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return bad("api_key", "must be at least 16 bytes");
         }
         if let Some(cluster) = &self.cluster {
             if self.redis.is_none() {
@@ -535,6 +550,16 @@ impl Config {
         self.jwt_secret.as_deref().unwrap_or(DEV_SECRET)
     }
 
+    /// The server API's key: the configured one, else `DEV_API_KEY` in dev mode. `None` (a real
+    /// secret and no key) turns the server API off: every `/v1/server/*` answers 404.
+    pub fn server_api_key(&self) -> Option<&str> {
+        match (&self.api_key, self.dev_mode()) {
+            (Some(key), _) => Some(key),
+            (None, true) => Some(DEV_API_KEY),
+            (None, false) => None,
+        }
+    }
+
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.timeouts.heartbeat_interval_ms)
     }
@@ -610,5 +635,20 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
         let e = Config::from_toml("jwt_secret = \"short\"").unwrap_err().to_string();
         assert!(e.contains("jwt_secret"), "{e}");
+        let e = Config::from_toml("api_key = \"short\"").unwrap_err().to_string();
+        assert!(e.contains("api_key"), "{e}");
+    }
+
+    #[test]
+    fn the_server_api_key_defaults_only_in_dev_mode() {
+        assert_eq!(Config::from_toml("").unwrap().server_api_key(), Some(DEV_API_KEY));
+        let real = Config::from_toml("jwt_secret = \"0123456789abcdef0123\"").unwrap();
+        assert_eq!(real.server_api_key(), None);
+        let cli =
+            Cli::try_parse_from(["matchd", "--jwt-secret", "0123456789abcdef0123", "--api-key", "k-0123456789abcdef"])
+                .unwrap();
+        assert_eq!(Config::from_cli(cli).unwrap().server_api_key(), Some("k-0123456789abcdef"));
+        let file = Config::from_toml("api_key = \"file-key-0123456789\"").unwrap();
+        assert_eq!(file.server_api_key(), Some("file-key-0123456789"));
     }
 }

@@ -105,6 +105,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     if config.dev_mode() {
         tracing::warn!(
             secret = config::DEV_SECRET,
+            api_key = config.api_key.as_deref().map_or(config::DEV_API_KEY, |_| "<set>"),
             "dev mode: no --jwt-secret, tokens are signed with the dev secret and POST /v1/dev/token is open"
         );
     }

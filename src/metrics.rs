@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Cluster mode: from an event's creation on its owner to its relay by the node holding the
     /// connection (wall clocks of the two nodes).
     pub cross_node_delivery_seconds: prometheus::Histogram,
+    /// Server API: publishes answered `published` (each logged one event per listed user).
+    pub server_publish: IntCounter,
     /// Webhook deliveries by result (`delivered`, `retried`, `gave_up`, `dropped_overload`).
     pub webhooks: IntCounterVec,
     /// Internal consistency checks that failed (should stay 0; alert on any).
@@ -170,6 +172,10 @@ impl Metrics {
                 )
                 .buckets(latency_buckets()),
             )?,
+            server_publish: IntCounter::new(
+                "matchd_server_publish_total",
+                "Server API publishes answered published (one event per listed user)",
+            )?,
             webhooks: IntCounterVec::new(
                 Opts::new("matchd_webhooks_total", "Webhook deliveries by result"),
                 &["result"],
@@ -198,6 +204,7 @@ impl Metrics {
         m.registry.register(Box::new(m.room_closed_notify_seconds.clone()))?;
         m.registry.register(Box::new(m.invariant_violations.clone()))?;
         m.registry.register(Box::new(m.webhooks.clone()))?;
+        m.registry.register(Box::new(m.server_publish.clone()))?;
         m.registry.register(Box::new(m.lease_held.clone()))?;
         m.registry.register(Box::new(m.cluster_members.clone()))?;
         m.registry.register(Box::new(m.ownership_changes.clone()))?;
@@ -296,6 +303,7 @@ mod tests {
             "matchd_forward_batch_size",
             "matchd_cross_node_delivery_seconds",
             "matchd_webhooks_total",
+            "matchd_server_publish_total",
             "matchd_cache_evictions_total",
             "matchd_invariant_violations_total",
         ] {

@@ -9,24 +9,25 @@ use actix::{Actor, Arbiter};
 
 use futures_util::future::LocalBoxFuture;
 
-use crate::auth::Auth;
+use crate::auth::{ApiKey, Auth};
 use crate::cluster::forward::{ask, dispatch, flatten, Call, Forwarder, LocalExecutor};
 use crate::cluster::{Membership, Role, Route};
 use crate::config::Config;
 use crate::coord::messages::{Swipe, Unmatch};
 use crate::coord::shard::PairShard;
 use crate::coord::shard::ResetCache;
-use crate::coord::slot::{pair_slot, user_slot};
+use crate::coord::slot::{pair_slot, shard_of, user_slot, SLOT_COUNT};
 use crate::coord::ShardRouter;
 use crate::error::ApiError;
 use crate::limiter::RateLimiter;
 use crate::metrics::METRICS;
 use crate::persist::{Durability, DurabilityFactory, Fence, Lease, RedisStore, StoreError};
+use crate::protocol::server::{CloseRoomResponse, Publication, PublishResponse, UserView};
 use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolName, PoolStatus, RoomId, SkipResponse};
 use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, UnmatchResponse, UserId};
-use crate::queue::messages::{GetStatus, Join, Leave, Skip};
+use crate::queue::messages::{CloseRoom, GetStatus, Join, Leave, Skip};
 use crate::queue::PoolRouter;
-use crate::session::messages::{ListMatches, SessionHandle, Subscribe, Unsubscribe};
+use crate::session::messages::{InspectUser, ListMatches, ServerPublish, SessionHandle, Subscribe, Unsubscribe};
 use crate::session::user_shard::{Links, Rehome, UserShard, Wire};
 use crate::session::UserRouter;
 use crate::webhook::WebhookSender;
@@ -44,6 +45,8 @@ pub struct NodeInner {
     pub users: UserRouter,
     pub pools: PoolRouter,
     pub auth: Auth,
+    /// The server API's key; `None` turns the server API off (404).
+    pub api_key: Option<ApiKey>,
     /// Per-user budget for swipes and unmatches.
     pub limiter: RateLimiter,
     /// Per-user budget for queue joins.
@@ -195,6 +198,7 @@ impl Node {
             shard.do_send(Wire(Links { pairs: pairs.clone(), pools: pools.clone() }));
         }
         let auth = Auth::new(config.secret());
+        let api_key = config.server_api_key().map(ApiKey::new);
         let limiter = RateLimiter::new(config.limits.actions_per_second, config.limits.action_burst);
         let per_minute = |n: u32| RateLimiter::new(f64::from(n) / 60.0, n);
         let join_limiter = per_minute(config.limits.joins_per_minute);
@@ -207,6 +211,7 @@ impl Node {
                 users,
                 pools,
                 auth,
+                api_key,
                 limiter,
                 join_limiter,
                 skip_limiter,
@@ -472,6 +477,73 @@ impl Node {
     }
 }
 
+// === Server API (the app's own backend) ===
+
+impl Node {
+    /// Publishes `publication.event` to each of its users (`POST /v1/server/publish`): users this
+    /// node owns get it from their shard (one message per shard), the others from their owner
+    /// (one forwarded call per user, batched per peer). Answers once every user's event is in
+    /// their log (stored, with Redis). On an error some users may have it: a retry with the same
+    /// key adds it only where it is missing.
+    pub async fn server_publish(&self, publication: Publication) -> Result<PublishResponse, ApiError> {
+        let _timer = METRICS.action_seconds.with_label_values(&["server_publish", "http"]).start_timer();
+        let Publication { users, event } = publication;
+        let count = users.len();
+        let shards = self.users.all();
+        let mut local: Vec<Vec<UserId>> = vec![Vec::new(); shards.len()];
+        let mut sends: Vec<LocalBoxFuture<'static, Result<(), ApiError>>> = Vec::new();
+        for user in users {
+            let slot = user_slot(&user);
+            match &self.forwarder {
+                Some(f) if !matches!(f.route(slot), Ok(Route::Local)) => {
+                    let (f, call) = (f.clone(), Call::PublishEvent { user, event: event.clone() });
+                    sends.push(Box::pin(async move { f.send(call).await }));
+                }
+                _ => local[shard_of(slot, shards.len())].push(user),
+            }
+        }
+        let timeout = self.config.action_timeout();
+        for (shard, users) in shards.iter().zip(local).filter(|(_, users)| !users.is_empty()) {
+            let msg = ServerPublish { users, event: event.clone() };
+            sends.push(Box::pin(ask(shard.clone(), msg, timeout)));
+        }
+        for res in futures_util::future::join_all(sends).await {
+            res?;
+        }
+        METRICS.server_publish.inc();
+        Ok(PublishResponse { status: "published".into(), users: count })
+    }
+
+    /// What the server API tells about `user` (`GET /v1/server/users/{user}`), from the user's owner.
+    pub async fn inspect_user(&self, user: UserId) -> Result<UserView, ApiError> {
+        let (addr, timeout) = (self.users.for_user(&user).clone(), self.config.action_timeout());
+        let local = |m| ask(addr, m, timeout);
+        let slot = user_slot(&user);
+        dispatch(self.forwarder.as_ref(), slot, InspectUser { user }, local, Call::InspectUser).await
+    }
+
+    /// The app's backend closes `room_id` (`POST /v1/server/rooms/{id}/close`).
+    pub async fn close_room(
+        &self,
+        room_id: RoomId,
+        requeue: bool,
+        request_id: u64,
+    ) -> Result<CloseRoomResponse, ApiError> {
+        let _timer = METRICS.action_seconds.with_label_values(&["close_room", "http"]).start_timer();
+        let slot = room_slot(&room_id)?;
+        let (addr, timeout) = (self.pairs.for_slot(slot).clone(), self.config.action_timeout());
+        let local = |m| ask(addr, m, timeout);
+        let msg = CloseRoom { room_id, requeue, request_id };
+        dispatch::<_, (), _>(self.forwarder.as_ref(), slot, msg, local, Call::CloseRoom).await?;
+        Ok(CloseRoomResponse { status: "closed".into() })
+    }
+}
+
+/// The slot a room id carries, if it is one this server could have issued (404 otherwise).
+fn room_slot(room_id: &RoomId) -> Result<u16, ApiError> {
+    room_id.slot().filter(|s| *s < SLOT_COUNT).ok_or_else(|| ApiError::NotFound(format!("no room {room_id}")))
+}
+
 /// The key nodes of one cluster prove themselves with on internal calls: derived from the shared
 /// JWT secret, so it needs no configuration of its own and never travels to clients.
 fn cluster_key(secret: &[u8]) -> String {
@@ -560,6 +632,18 @@ pub fn execute_local(
         Call::PoolStatus { pool } => {
             let addr = pools.get(&pool);
             Box::pin(async move { answer(Ok(addr?.send(GetStatus).timeout(timeout).await?)) })
+        }
+        Call::PublishEvent { user, event } => {
+            let addr = users.for_user(&user).clone();
+            Box::pin(async move { answer(ask(addr, ServerPublish { users: vec![user], event }, timeout).await) })
+        }
+        Call::InspectUser(m) => {
+            let addr = users.for_user(&m.user).clone();
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
+        }
+        Call::CloseRoom(m) => {
+            let addr = room_slot(&m.room_id).map(|slot| pairs.for_slot(slot).clone());
+            Box::pin(async move { answer(ask(addr?, m, timeout).await) })
         }
     }
 }

@@ -14,6 +14,7 @@ mod load_tool;
 mod ops;
 mod queue;
 mod restarts;
+mod server_api;
 mod streams;
 mod swipes;
 mod tcp_close;

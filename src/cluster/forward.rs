@@ -19,18 +19,21 @@ use crate::coord::shard::EffectsPersisted;
 use crate::coord::slot::{name_slot, pair_slot, user_slot};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::protocol::PoolName;
-use crate::queue::messages::{CreateRoom, Dequeue, Enqueue, Join, Leave, MemberGone, Skip};
+use crate::protocol::server::AppEvent;
+use crate::protocol::{PoolName, UserId};
+use crate::queue::messages::{CloseRoom, CreateRoom, Dequeue, Enqueue, Join, Leave, MemberGone, Skip};
 use crate::queue::placement::{ArmPresence, RestorePlace};
 use crate::queue::pool::Forget;
-use crate::session::messages::{ListMatches, Publish};
+use crate::session::messages::{InspectUser, ListMatches, Publish};
 
 /// Header carrying the cluster key on internal requests.
 pub const CLUSTER_KEY_HEADER: &str = "x-matchd-cluster-key";
 /// Pause before retrying a call that did not run.
 const RETRY_PAUSE: Duration = Duration::from_millis(40);
 
-/// Everything one node may ask of another's actors.
+/// Everything one node may ask of another's actors. A server-API publish is one `PublishEvent`
+/// per user owned elsewhere, so each is routed and retried on its own (calls to one peer still
+/// travel in one batch).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "call", content = "msg", rename_all = "snake_case")]
 pub enum Call {
@@ -50,6 +53,9 @@ pub enum Call {
     Join(Join),
     Leave(Leave),
     PoolStatus { pool: PoolName },
+    PublishEvent { user: UserId, event: AppEvent },
+    InspectUser(InspectUser),
+    CloseRoom(CloseRoom),
 }
 
 impl Call {
@@ -72,6 +78,9 @@ impl Call {
             Call::ListMatches(m) => user_slot(&m.user),
             Call::Join(m) => user_slot(&m.user),
             Call::Leave(m) => user_slot(&m.user),
+            Call::PublishEvent { user, .. } => user_slot(user),
+            Call::InspectUser(m) => user_slot(&m.user),
+            Call::CloseRoom(m) => m.room_id.slot().unwrap_or(0),
         }
     }
 
@@ -93,6 +102,9 @@ impl Call {
             Call::Join(_) => "join",
             Call::Leave(_) => "leave",
             Call::PoolStatus { .. } => "pool_status",
+            Call::PublishEvent { .. } => "publish_event",
+            Call::InspectUser(_) => "inspect_user",
+            Call::CloseRoom(_) => "close_room",
         }
     }
 }

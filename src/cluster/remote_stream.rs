@@ -18,7 +18,7 @@ use super::ownership::Member;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::protocol::sse::SseMessage;
-use crate::protocol::{Event, EventKind, UserId};
+use crate::protocol::{Event, UserId};
 use crate::session::{CloseReason, Deliver};
 
 /// SSE comment (`: t=<unix µs>`) carrying an event's creation time on its owner, for the
@@ -106,10 +106,7 @@ pub async fn open(
 
 /// The event in one SSE message of the owner's stream, and its creation stamp (unix µs) if any.
 fn relayed_event(msg: SseMessage) -> Option<(Event, Option<u64>)> {
-    let type_name = match msg.event.as_deref()? {
-        "hello" => "hello",
-        other => EventKind::known_type(other)?,
-    };
+    let type_name = Event::parse_type(msg.event.as_deref()?)?;
     let id = msg.id.as_deref()?.trim().parse().ok()?;
     let stamp = msg.comment.as_deref().and_then(|c| c.strip_prefix(STAMP_FIELD)).and_then(|v| v.trim().parse().ok());
     Some((Event::stored(id, type_name, Bytes::from(msg.data), None), stamp))
@@ -130,8 +127,16 @@ mod tests {
             .filter_map(relayed_event)
             .collect();
         assert_eq!(got.len(), 2);
-        assert_eq!((got[0].0.id, got[0].0.type_name, got[0].1), (3, "hello", None));
+        assert_eq!((got[0].0.id, got[0].0.type_name.as_ref(), got[0].1), (3, "hello", None));
         assert_eq!(&got[0].0.json[..], b"{\"id\":3,\"type\":\"hello\"}");
-        assert_eq!((got[1].0.id, got[1].0.type_name, got[1].1), (4, "match", Some(17)));
+        assert_eq!((got[1].0.id, got[1].0.type_name.as_ref(), got[1].1), (4, "match", Some(17)));
+        // Events the app's backend published relay like built-in ones; anything else is not an event.
+        let got: Vec<_> = p
+            .feed(b"id: 5\nevent: match_result\ndata: {}\n\nid: 6\nevent: Not An Event\ndata: {}\n\n")
+            .into_iter()
+            .filter_map(relayed_event)
+            .collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0.id, got[0].0.type_name.as_ref()), (5, "match_result"));
     }
 }

@@ -26,7 +26,7 @@ use crate::persist::records::{OutboxEntry, PairRecord};
 use crate::persist::store::text;
 use crate::persist::{keys, Durability, StoreError};
 use crate::protocol::{unix_ms, EventKind, MatchId, RoomId, SkipResponse, SwipeResponse, SwipeStatus};
-use crate::queue::messages::{CreateRoom, MemberGone, Skip};
+use crate::queue::messages::{CloseRoom, CreateRoom, MemberGone, Skip};
 use crate::queue::room::RoomState;
 use crate::session::messages::EffectRef;
 use crate::session::{IndexChange, UserRouter};
@@ -58,6 +58,7 @@ pub(crate) enum Cmd {
     Unmatch(Unmatch, Reply<()>),
     CreateRoom(CreateRoom, Reply<()>),
     Skip(Skip, Reply<SkipResponse>),
+    CloseRoom(CloseRoom, Reply<()>),
     MemberGone(MemberGone),
 }
 
@@ -68,6 +69,7 @@ impl Cmd {
             Cmd::Unmatch(_, tx) => drop(tx.send(Err(err.clone()))),
             Cmd::CreateRoom(_, tx) => drop(tx.send(Err(err.clone()))),
             Cmd::Skip(_, tx) => drop(tx.send(Err(err.clone()))),
+            Cmd::CloseRoom(_, tx) => drop(tx.send(Err(err.clone()))),
             Cmd::MemberGone(_) => {}
         }
     }
@@ -262,6 +264,7 @@ impl PairShard {
             },
             Cmd::CreateRoom(m, _) => Ok(PairKey::new(&m.room.users[0], &m.room.users[1])),
             Cmd::Skip(m, _) => by_room(&m.room_id),
+            Cmd::CloseRoom(m, _) => by_room(&m.room_id),
             Cmd::MemberGone(m) => by_room(&m.room_id),
         }
     }
@@ -322,6 +325,7 @@ impl PairShard {
             Cmd::Unmatch(msg, tx) => (Waiter::new(tx, self.decide_unmatch(&msg)), msg.request_id),
             Cmd::CreateRoom(msg, tx) => (Waiter::new(tx, self.decide_create_room(msg)), 0),
             Cmd::Skip(msg, tx) => (Waiter::new(tx, self.decide_skip(&msg)), msg.request_id),
+            Cmd::CloseRoom(msg, tx) => (Waiter::new(tx, self.decide_close_room(&msg)), msg.request_id),
             Cmd::MemberGone(msg) => {
                 self.decide_member_gone(&msg);
                 // Nobody waits for an answer, but the close must be stored and told now (I5), not
@@ -933,6 +937,16 @@ impl Handler<Skip> for PairShard {
     fn handle(&mut self, msg: Skip, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.submit(Cmd::Skip(msg, tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+    }
+}
+
+impl Handler<CloseRoom> for PairShard {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, msg: CloseRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Cmd::CloseRoom(msg, tx), ctx);
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
     }
 }

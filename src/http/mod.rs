@@ -10,6 +10,7 @@ pub mod demo;
 pub mod internal;
 pub mod ops;
 pub mod server;
+pub mod server_api;
 pub mod trace;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -74,6 +75,14 @@ pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                     .app_data(web::PayloadConfig::default().limit(internal::MAX_BATCH_BYTES))
                     .route("/calls", web::post().to(internal::calls))
                     .route("/events", web::get().to(internal::events)),
+            )
+            .service(
+                // Before "/v1": a scope answers for everything under its prefix.
+                web::scope("/v1/server")
+                    .route("/publish", web::post().to(server_api::publish))
+                    .route("/users/{user}", web::get().to(server_api::user))
+                    .route("/rooms/{room_id}/close", web::post().to(server_api::close_room))
+                    .default_service(web::to(server_api::not_found)),
             )
             .service(
                 web::scope("/v1")

@@ -6,7 +6,9 @@
 //! - I3 idempotent actions: a repeated `swipe_id` gets the first answer (or the pair's current match);
 //! - I4 one place per user: no user is assigned a second room before the first closed;
 //! - I5 nobody alone: every member of a closed room hears `room_closed`;
-//! - I6 nobody stuck: a user who joined with others waiting gets a room.
+//! - I6 nobody stuck: a user who joined with others waiting gets a room;
+//! - I2 for published events (server API): every connection of each listed user, open since before
+//!   the publish, sees it once, and nobody else does.
 //!
 //! Plus what a client can see of the contract itself: failed requests, malformed frames,
 //! connections the server dropped.
@@ -154,7 +156,43 @@ pub fn check(h: &History) -> Vec<Violation> {
     check_delivery(h, &pairs, &mut out);
     check_rooms(h, &mut out);
     check_joins(h, &mut out);
+    check_publishes(h, &mut out);
     out
+}
+
+/// I2 for events the app's backend published: each one reached every connection (open since
+/// before the publish) of each listed user, and no connection of anyone else. Duplicates are
+/// caught per connection by `check_streams` (the event's key is its type and `seq`).
+fn check_publishes(h: &History, out: &mut Vec<Violation>) {
+    if h.publishes.is_empty() {
+        return;
+    }
+    let listed: HashSet<(&str, &str, u64)> =
+        h.publishes.iter().flat_map(|p| p.users.iter().map(move |u| (u.as_str(), p.kind.as_str(), p.seq))).collect();
+    let mut seen: HashSet<(&str, &str, u64)> = HashSet::new();
+    for s in &h.streams {
+        for e in &s.events {
+            if let EventBody::App { kind, seq: Some(seq) } = &e.body {
+                if !listed.contains(&(s.user.as_str(), kind.as_str(), *seq)) {
+                    out.push(Violation::UnexpectedEvent { conn: s.label.clone(), event: format!("{kind} {seq}") });
+                }
+                seen.insert((s.label.as_str(), kind.as_str(), *seq));
+            }
+        }
+    }
+    let mut by_user: BTreeMap<&str, Vec<&StreamRecord>> = BTreeMap::new();
+    for s in h.streams.iter().filter(|s| s.lost.is_none()) {
+        by_user.entry(s.user.as_str()).or_default().push(s);
+    }
+    for p in &h.publishes {
+        for user in &p.users {
+            for s in by_user.get(user.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+                if s.ready_before(p.sent) && !seen.contains(&(s.label.as_str(), p.kind.as_str(), p.seq)) {
+                    out.push(Violation::MissingEvent { conn: s.label.clone(), event: format!("{} {}", p.kind, p.seq) });
+                }
+            }
+        }
+    }
 }
 
 fn check_failures(h: &History, out: &mut Vec<Violation>) {

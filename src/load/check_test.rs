@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::load::history::{JoinRecord, Seen, SkipRecord, StreamRecord, SwipeRecord, Transport};
+use crate::load::history::{JoinRecord, PublishRecord, Seen, SkipRecord, StreamRecord, SwipeRecord, Transport};
 use crate::load::wire::{MatchBody, RoomBody};
 
 fn at(t0: Instant, ms: u64) -> Instant {
@@ -314,4 +314,44 @@ fn a_failed_swipe_makes_its_pair_uncertain_not_missing() {
     }
     h.swipes.remove(2);
     assert_eq!(check(&h), vec![]);
+}
+
+/// Two publishes (to alice and bob, then to alice alone), each seen once by every tab it names.
+fn clean_publishes() -> History {
+    let t0 = Instant::now();
+    let app = |seq| EventBody::App { kind: "load.result".into(), seq: Some(seq) };
+    let publish = |users: &[&str], seq, ms| PublishRecord {
+        users: users.iter().map(|u| u.to_string()).collect(),
+        kind: "load.result".into(),
+        seq,
+        sent: at(t0, ms),
+        done: at(t0, ms + 1),
+    };
+    History {
+        publishes: vec![publish(&["alice", "bob"], 0, 1), publish(&["alice"], 1, 2)],
+        streams: vec![
+            stream(t0, "alice", 0, vec![(1, app(0)), (2, app(1))]),
+            stream(t0, "alice", 1, vec![(1, app(0)), (2, app(1))]),
+            stream(t0, "bob", 0, vec![(1, app(0))]),
+            stream(t0, "carol", 0, vec![]),
+        ],
+        actions_from: Some(at(t0, 1)),
+        ..History::default()
+    }
+}
+
+#[test]
+fn published_events_missing_doubled_or_misdelivered_are_found() {
+    assert_eq!(check(&clean_publishes()), vec![]);
+    let mut h = clean_publishes();
+    h.streams[1].events.pop();
+    assert_eq!(kinds(&check(&h)), ["missing_event"]);
+    let mut h = clean_publishes();
+    let again = Seen { id: 3, ..h.streams[2].events[0].clone() };
+    h.streams[2].events.push(again);
+    assert_eq!(kinds(&check(&h)), ["duplicate_event"]);
+    let mut h = clean_publishes();
+    let stray = Seen { id: 1, ..h.streams[0].events[0].clone() };
+    h.streams[3].events.push(stray);
+    assert_eq!(kinds(&check(&h)), ["unexpected_event"]);
 }

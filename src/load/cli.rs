@@ -73,6 +73,8 @@ pub enum Scenario {
     Healthz(HealthzArgs),
     /// WebSocket connects and closes as fast as possible while swipes run; server descriptors
     Churn(ChurnArgs),
+    /// Server API fan-out: POST /v1/server/publish -> every connection of the listed users, beside a match event
+    Publish(PublishArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -157,6 +159,37 @@ pub struct ChurnArgs {
     /// close frame and TCP close
     #[arg(long)]
     pub no_wait_close: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Connected users (the publishes go to them, evenly)
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Connections (tabs) per user
+    #[arg(long, default_value_t = 1)]
+    pub tabs: usize,
+    /// Fraction of users whose tabs use SSE instead of WebSocket
+    #[arg(long, default_value_t = 0.0)]
+    pub sse_fraction: f64,
+    /// Users per publish call: one timed phase per value (repeat, or separate by commas)
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    pub users_per_call: Vec<usize>,
+    /// Publish calls per phase
+    #[arg(long, default_value_t = 2000)]
+    pub calls: usize,
+    /// Publish calls in flight per client thread
+    #[arg(long, default_value_t = 8)]
+    pub calls_in_flight: usize,
+    /// Mutual pairs swiped before the publishes, for a match event latency from the same run [default: users / 10]
+    #[arg(long)]
+    pub pairs: Option<usize>,
+    /// Pairs swiped at a time per client thread
+    #[arg(long, default_value_t = 8)]
+    pub pairs_in_flight: usize,
+    /// The server API's key (X-Api-Key)
+    #[arg(long, env = "MATCHD_API_KEY", hide_env_values = true, default_value = "dev-api-key")]
+    pub api_key: String,
 }
 
 #[derive(Debug, Clone, Args)]

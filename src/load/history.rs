@@ -110,6 +110,17 @@ pub struct SkipRecord {
     pub sent: Instant,
 }
 
+/// One `POST /v1/server/publish` that was answered `published`: every stream of each of `users`
+/// open since before `sent` must get the event (type `kind`, `data.seq` = `seq`) exactly once.
+#[derive(Debug, Clone)]
+pub struct PublishRecord {
+    pub users: Vec<String>,
+    pub kind: String,
+    pub seq: u64,
+    pub sent: Instant,
+    pub done: Instant,
+}
+
 /// A request that did not get the answer the contract promises.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -125,6 +136,7 @@ pub struct History {
     pub streams: Vec<StreamRecord>,
     pub joins: Vec<JoinRecord>,
     pub skips: Vec<SkipRecord>,
+    pub publishes: Vec<PublishRecord>,
     pub failures: Vec<Failure>,
     /// When the actions began. Streams ready by then must see every later event of their user.
     pub actions_from: Option<Instant>,
@@ -143,6 +155,7 @@ impl History {
         self.streams.extend(other.streams);
         self.joins.extend(other.joins);
         self.skips.extend(other.skips);
+        self.publishes.extend(other.publishes);
         self.failures.extend(other.failures);
         self.actions_from = match (self.actions_from, other.actions_from) {
             (Some(a), Some(b)) => Some(a.min(b)),

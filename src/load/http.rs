@@ -117,6 +117,21 @@ impl Http {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
+        self.send(req, body).await
+    }
+
+    /// `POST` to the server API (`/v1/server/...`) with its key in `X-Api-Key`.
+    pub async fn post_with_api_key<B: Serialize>(
+        &self,
+        path: &str,
+        api_key: &str,
+        body: &B,
+    ) -> Result<Reply, LoadError> {
+        let req = self.client.post(self.url(path)).insert_header(("X-Api-Key", api_key));
+        self.send(req, Some(body)).await
+    }
+
+    async fn send<B: Serialize>(&self, req: awc::ClientRequest, body: Option<&B>) -> Result<Reply, LoadError> {
         let fut = async {
             let mut res = match body {
                 Some(b) => req.send_json(b).await,

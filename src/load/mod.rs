@@ -17,7 +17,7 @@
 //! - [`history`]: what a run saw; [`check`]: the invariants over it.
 //! - [`stats`]: latency histograms; [`report`]: human and JSON output; [`procfs`]: server memory and CPU.
 //! - [`workers`]: client threads and phase barriers.
-//! - [`scenario`]: `swipes`, `delivery`, `idle`, `spin`, `healthz`, `churn`.
+//! - [`scenario`]: `swipes`, `delivery`, `idle`, `spin`, `healthz`, `churn`, `publish` (the server API).
 
 pub mod check;
 pub mod cli;
@@ -94,5 +94,6 @@ pub async fn run(cli: LoadCli) -> Result<Report, LoadError> {
         Scenario::Spin(a) => scenario::spin::run(env, a).await,
         Scenario::Healthz(a) => scenario::healthz::run(env, a).await,
         Scenario::Churn(a) => scenario::churn::run(env, a).await,
+        Scenario::Publish(a) => scenario::publish::run(env, a).await,
     }
 }

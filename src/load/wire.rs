@@ -58,13 +58,34 @@ pub struct ErrorDetail {
 /// What an event says, reduced to what the invariants look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
-    Hello { last_id: u64 },
-    Match { match_id: String, users: Vec<String> },
-    Unmatched { match_id: String },
-    RoomAssigned { room_id: String, users: Vec<String> },
-    RoomClosed { room_id: String, reason: String },
+    Hello {
+        last_id: u64,
+    },
+    Match {
+        match_id: String,
+        users: Vec<String>,
+    },
+    Unmatched {
+        match_id: String,
+    },
+    RoomAssigned {
+        room_id: String,
+        users: Vec<String>,
+    },
+    RoomClosed {
+        room_id: String,
+        reason: String,
+    },
     QueueUpdate,
-    Other { kind: String },
+    /// An event the app's backend published; `seq` is its `data.seq` when it has one (the load
+    /// tool's own publishes do).
+    App {
+        kind: String,
+        seq: Option<u64>,
+    },
+    Other {
+        kind: String,
+    },
 }
 
 impl EventBody {
@@ -77,7 +98,7 @@ impl EventBody {
             EventBody::RoomAssigned { .. } => "room_assigned",
             EventBody::RoomClosed { .. } => "room_closed",
             EventBody::QueueUpdate => "queue_update",
-            EventBody::Other { kind } => kind,
+            EventBody::App { kind, .. } | EventBody::Other { kind } => kind,
         }
     }
 
@@ -88,6 +109,7 @@ impl EventBody {
             EventBody::Unmatched { match_id } => Some(format!("unmatched:{match_id}")),
             EventBody::RoomAssigned { room_id, .. } => Some(format!("room_assigned:{room_id}")),
             EventBody::RoomClosed { room_id, .. } => Some(format!("room_closed:{room_id}")),
+            EventBody::App { kind, seq: Some(seq) } => Some(format!("{kind}:{seq}")),
             _ => None,
         }
     }
@@ -168,6 +190,9 @@ pub fn parse_frame(text: &str) -> Frame {
         "room_closed" => data::<ClosedData>("room_closed", raw.data)
             .map(|d| EventBody::RoomClosed { room_id: d.room_id, reason: d.reason }),
         "queue_update" => Ok(EventBody::QueueUpdate),
+        other if crate::protocol::server::EventType::parse(other).is_ok() => {
+            Ok(EventBody::App { kind: other.to_string(), seq: raw.data.get("seq").and_then(serde_json::Value::as_u64) })
+        }
         other => Ok(EventBody::Other { kind: other.to_string() }),
     };
     match body {
@@ -211,6 +236,8 @@ mod tests {
         assert_eq!(f, Frame::Event { id: 0, body: EventBody::Hello { last_id: 4 } });
         assert!(matches!(parse_frame(r#"{"type":"pong","data":{}}"#), Frame::Reply { .. }));
         assert!(matches!(parse_frame("nope"), Frame::Malformed(_)));
+        let f = parse_frame(r#"{"id":9,"type":"load.result","data":{"seq":12}}"#);
+        assert_eq!(f, Frame::Event { id: 9, body: EventBody::App { kind: "load.result".into(), seq: Some(12) } });
         assert!(matches!(parse_frame(r#"{"id":1,"type":"match","data":{}}"#), Frame::Malformed(_)));
     }
 

@@ -1,5 +1,9 @@
 //! Events on a user's stream. An event is serialized once, when it gets its id, and the same bytes go
-//! to every connection of the user (and to the resume log), so fan-out costs no JSON work.
+//! to every connection of the user (and to the resume log), so fan-out costs no JSON work. Besides
+//! the built-in kinds (`EventKind`), a stream carries the events the app's backend publishes
+//! (`POST /v1/server/publish`), whose `type` it chose (see `protocol::server::EventType`).
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -57,7 +61,8 @@ impl EventKind {
 pub struct Event {
     /// Per-user, strictly increasing.
     pub id: u64,
-    pub type_name: &'static str,
+    /// The contract's `type`: borrowed for the built-in kinds, owned for the app's own types.
+    pub type_name: Cow<'static, str>,
     /// `{"id":..,"type":..,"data":..}`, the exact text sent on WebSocket and as SSE `data:`.
     pub json: Bytes,
     /// When the event was created (for the delivery-latency histogram).
@@ -93,7 +98,7 @@ impl Event {
         let json = serde_json::to_vec(&Envelope { id, kind }).unwrap_or_else(|_| b"{}".to_vec());
         Event {
             id,
-            type_name: kind.type_name(),
+            type_name: Cow::Borrowed(kind.type_name()),
             json: Bytes::from(json),
             created: tokio::time::Instant::now(),
             effect: None,
@@ -111,12 +116,51 @@ impl Event {
             data: &'a Hello<'a>,
         }
         let json = serde_json::to_vec(&Frame { id, type_: "hello", data: hello }).unwrap_or_else(|_| b"{}".to_vec());
-        Event { id, type_name: "hello", json: Bytes::from(json), created: tokio::time::Instant::now(), effect: None }
+        Event {
+            id,
+            type_name: Cow::Borrowed("hello"),
+            json: Bytes::from(json),
+            created: tokio::time::Instant::now(),
+            effect: None,
+        }
     }
 
-    /// An event read back from storage.
-    pub fn stored(id: u64, type_name: &'static str, json: Bytes, effect: Option<std::sync::Arc<str>>) -> Event {
+    /// An event the app's backend published: `type_name` is a validated `EventType` (no character
+    /// that needs escaping) and `data` the compact text of a JSON object (no line break, so the
+    /// SSE encoding stays one `data:` line).
+    pub fn app(id: u64, type_name: &str, data: &str, effect: Option<std::sync::Arc<str>>) -> Event {
+        let mut json = Vec::with_capacity(data.len() + type_name.len() + 40);
+        json.extend_from_slice(b"{\"id\":");
+        json.extend_from_slice(id.to_string().as_bytes());
+        json.extend_from_slice(b",\"type\":\"");
+        json.extend_from_slice(type_name.as_bytes());
+        json.extend_from_slice(b"\",\"data\":");
+        json.extend_from_slice(data.as_bytes());
+        json.push(b'}');
+        Event {
+            id,
+            type_name: Cow::Owned(type_name.to_string()),
+            json: Bytes::from(json),
+            created: tokio::time::Instant::now(),
+            effect,
+        }
+    }
+
+    /// An event read back from storage or relayed from another node.
+    pub fn stored(id: u64, type_name: Cow<'static, str>, json: Bytes, effect: Option<std::sync::Arc<str>>) -> Event {
         Event { id, type_name, json, created: tokio::time::Instant::now(), effect }
+    }
+
+    /// The `type` of a stored or relayed event: a built-in kind (`hello` included), or one the
+    /// app's backend may publish. Anything else is not an event of this server.
+    pub fn parse_type(name: &str) -> Option<Cow<'static, str>> {
+        if name == "hello" {
+            return Some(Cow::Borrowed("hello"));
+        }
+        match EventKind::known_type(name) {
+            Some(t) => Some(Cow::Borrowed(t)),
+            None => super::server::EventType::parse(name).ok().map(|t| Cow::Owned(t.as_str().to_string())),
+        }
     }
 
     /// The SSE encoding: `id:`, `event:` and the whole JSON as `data:`.
@@ -148,5 +192,28 @@ mod tests {
         );
         let sse = e.to_sse();
         assert!(std::str::from_utf8(&sse).unwrap().starts_with("id: 7\nevent: unmatched\ndata: {"));
+    }
+
+    #[test]
+    fn app_events_encode_like_built_in_ones() {
+        let e = Event::app(3, "match_result", r#"{"score":0.9,"ids":["a"]}"#, None);
+        assert_eq!(
+            std::str::from_utf8(&e.json).unwrap(),
+            r#"{"id":3,"type":"match_result","data":{"score":0.9,"ids":["a"]}}"#
+        );
+        assert_eq!(e.type_name, "match_result");
+        assert_eq!(
+            std::str::from_utf8(&e.to_sse()).unwrap(),
+            "id: 3\nevent: match_result\ndata: {\"id\":3,\"type\":\"match_result\",\"data\":{\"score\":0.9,\"ids\":[\"a\"]}}\n\n"
+        );
+    }
+
+    #[test]
+    fn stored_types_are_built_in_or_publishable() {
+        assert_eq!(Event::parse_type("hello").as_deref(), Some("hello"));
+        assert_eq!(Event::parse_type("room_closed").as_deref(), Some("room_closed"));
+        assert_eq!(Event::parse_type("match_result").as_deref(), Some("match_result"));
+        assert_eq!(Event::parse_type("Bad Type"), None);
+        assert_eq!(Event::parse_type(""), None);
     }
 }

@@ -103,6 +103,12 @@ id_type!(
     MAX_KEY_LEN
 );
 id_type!(
+    /// An idempotency key of a server-API publish (`POST /v1/server/publish`).
+    PublishKey,
+    "key",
+    MAX_KEY_LEN
+);
+id_type!(
     /// A server-issued match id: `<slot>.<random>`, so the slot (and so the owning shard) can be
     /// found from the id alone.
     MatchId,

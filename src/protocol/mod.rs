@@ -5,12 +5,13 @@ pub mod event;
 pub mod http;
 pub mod ids;
 pub mod queue;
+pub mod server;
 pub mod sse;
 pub mod ws;
 
 pub use event::{Event, EventKind};
 pub use http::*;
-pub use ids::{MatchId, PoolName, RoomId, SwipeId, UserId};
+pub use ids::{MatchId, PoolName, PublishKey, RoomId, SwipeId, UserId};
 pub use queue::{JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, SkipRequest, SkipResponse};
 
 /// Milliseconds since the Unix epoch, the contract's timestamp unit.

@@ -63,6 +63,17 @@ pub struct Skip {
     pub request_id: u64,
 }
 
+/// The app's backend closes `room_id` (`POST /v1/server/rooms/{id}/close`): both members hear
+/// `room_closed` with reason `closed_by_server` and are requeued only if `requeue`. Answered once
+/// the close is stored; a room closed already answers the same and changes nothing.
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct CloseRoom {
+    pub room_id: RoomId,
+    pub requeue: bool,
+    pub request_id: u64,
+}
+
 /// `user` stayed disconnected past the grace period while in `room_id`.
 #[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]

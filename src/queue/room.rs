@@ -4,11 +4,12 @@
 //! back idle or requeued, each exactly once. With Redis, rooms are stored in their pair's record
 //! and their events go through the pair's outbox, so a crash cannot lose a close; a room found
 //! open from a previous run of the server (or a previous owner of its slot) is kept, and its members
-//! get the presence grace from then on.
+//! get the presence grace from then on. The app's backend may close a room too (`closed_by_server`,
+//! server API).
 
 use serde::{Deserialize, Serialize};
 
-use super::messages::{CreateRoom, MemberGone, Skip};
+use super::messages::{CloseRoom, CreateRoom, MemberGone, Skip};
 use super::placement::ArmPresence;
 use crate::coord::shard::PairShard;
 use crate::coord::slot::PairKey;
@@ -40,11 +41,15 @@ pub struct RoomState {
     pub incarnation: u64,
 }
 
-/// Why a room closes, as each side hears it.
+/// Why a room closes, as each side hears it. `leaver` is also the reason in the metric and the
+/// `room.closed` webhook.
 struct CloseReasons {
     leaver: &'static str,
     partner: &'static str,
 }
+
+/// The reason both members hear when the app's backend closes their room.
+pub const CLOSED_BY_SERVER: &str = "closed_by_server";
 
 impl PairShard {
     fn room_mut(&mut self, room_id: &RoomId) -> Option<(PairKey, &mut RoomState)> {
@@ -53,13 +58,13 @@ impl PairShard {
         Some((key, room))
     }
 
-    /// Closes `room_id` once: the member at `leaver` hears `why.leaver`, the other `why.partner`;
-    /// `requeued` says who goes back in line. Returns whether the leaver is requeued, or `None` if
-    /// the room was closed already.
-    fn close_room(&mut self, room_id: &RoomId, leaver: usize, why: CloseReasons, requeued: [bool; 2]) -> Option<bool> {
-        let (key, state) = self.room_mut(room_id)?;
+    /// Closes `room_id` once: the member at `leaver` hears `why.leaver`, the other `why.partner`
+    /// (with no leaver, when the server closes it, both hear `why.partner`); `requeued` says who
+    /// goes back in line. A room closed already (or unknown) is left as it is.
+    fn close_room(&mut self, room_id: &RoomId, leaver: Option<usize>, why: CloseReasons, requeued: [bool; 2]) {
+        let Some((key, state)) = self.room_mut(room_id) else { return };
         if state.closed.is_some() {
-            return None;
+            return;
         }
         state.closed = Some(Closed { at_ms: unix_ms(), requeued });
         let users = state.room.users.clone();
@@ -74,7 +79,7 @@ impl PairShard {
                 user: user.clone(),
                 kind: EventKind::RoomClosed {
                     room_id: room_id.clone(),
-                    reason: (if i == leaver { why.leaver } else { why.partner }).to_string(),
+                    reason: (if Some(i) == leaver { why.leaver } else { why.partner }).to_string(),
                 },
                 change: IndexChange::LeaveRoom { room_id: room_id.clone(), requeue: requeued[i] },
             })
@@ -82,14 +87,14 @@ impl PairShard {
         self.mark_dirty(&key);
         self.owe(&key, entries);
         self.notify(|| {
-            let closed_by = Some(users[leaver].clone());
+            // `by` is the member who closed it; null when the server did (restart, server API).
+            let closed_by = leaver.map(|i| users[i].clone());
             WebhookEvent::new(
                 format!("room.closed:{room_id}"),
                 "room.closed",
                 serde_json::json!({ "room_id": room_id, "users": &users, "reason": why.leaver, "by": closed_by }),
             )
         });
-        Some(requeued[leaver])
     }
 
     fn member_index(room: &Room, user: &UserId) -> Option<usize> {
@@ -140,8 +145,22 @@ impl PairShard {
         let why = CloseReasons { leaver: "skipped", partner: "partner_skipped" };
         let mut requeue = [true; 2];
         requeue[me] = msg.requeue;
-        let requeued = self.close_room(&msg.room_id, me, why, requeue).unwrap_or(msg.requeue);
-        Ok(SkipResponse { status: "skipped".into(), requeued })
+        self.close_room(&msg.room_id, Some(me), why, requeue);
+        Ok(SkipResponse { status: "skipped".into(), requeued: requeue[me] })
+    }
+
+    /// The app's backend closes a room: both members hear `closed_by_server`; a room closed
+    /// already answers the same and sends nothing.
+    pub(crate) fn decide_close_room(&mut self, msg: &CloseRoom) -> Result<(), ApiError> {
+        let (_, state) =
+            self.room_mut(&msg.room_id).ok_or_else(|| ApiError::NotFound(format!("no room {}", msg.room_id)))?;
+        if state.closed.is_some() {
+            return Ok(());
+        }
+        tracing::debug!(request_id = msg.request_id, room_id = %msg.room_id, requeue = msg.requeue, "room closed by the server API");
+        let why = CloseReasons { leaver: CLOSED_BY_SERVER, partner: CLOSED_BY_SERVER };
+        self.close_room(&msg.room_id, None, why, [msg.requeue; 2]);
+        Ok(())
     }
 
     pub(crate) fn decide_member_gone(&mut self, msg: &MemberGone) {
@@ -150,7 +169,7 @@ impl PairShard {
         tracing::debug!(room_id = %msg.room_id, user = %msg.user, "room member gone past the grace period");
         let mut requeue = [true; 2];
         requeue[me] = false;
-        self.close_room(&msg.room_id, me, CloseReasons { leaver: "left", partner: "partner_left" }, requeue);
+        self.close_room(&msg.room_id, Some(me), CloseReasons { leaver: "left", partner: "partner_left" }, requeue);
     }
 
     /// Keeps the rooms of `key` that a previous run of the server, or the slot's previous owner,

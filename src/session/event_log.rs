@@ -3,7 +3,7 @@
 //! decided but replayed or delivered only once it is durable (`durable_id`), so no client ever
 //! sees an id that a failed write could hand out again.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::protocol::{Event, EventKind};
@@ -22,12 +22,21 @@ pub struct EventLog {
     last_id: u64,
     durable_id: u64,
     retained: VecDeque<Arc<Event>>,
+    /// Effect id -> id of the newest retained event carrying it, so de-duplicating a re-published
+    /// effect or a repeated publish key costs a lookup, not a scan of the log.
+    effects: HashMap<Arc<str>, u64>,
     capacity: usize,
 }
 
 impl EventLog {
     pub fn new(capacity: usize) -> Self {
-        EventLog { last_id: 0, durable_id: 0, retained: VecDeque::new(), capacity: capacity.max(1) }
+        EventLog {
+            last_id: 0,
+            durable_id: 0,
+            retained: VecDeque::new(),
+            effects: HashMap::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// A log rebuilt from stored events (oldest first), all durable.
@@ -35,25 +44,44 @@ impl EventLog {
         let mut log = EventLog::new(capacity);
         for e in events {
             log.last_id = log.last_id.max(e.id);
-            if log.retained.len() == log.capacity {
-                log.retained.pop_front();
-            }
-            log.retained.push_back(e);
+            log.retain(e);
         }
         log.durable_id = log.last_id;
         log
     }
 
+    /// Keeps `event`, dropping the oldest one past the capacity.
+    fn retain(&mut self, event: Arc<Event>) {
+        if self.retained.len() == self.capacity {
+            if let Some(old) = self.retained.pop_front() {
+                if let Some(fx) = &old.effect {
+                    if self.effects.get(fx) == Some(&old.id) {
+                        self.effects.remove(fx);
+                    }
+                }
+            }
+        }
+        if let Some(fx) = &event.effect {
+            self.effects.insert(fx.clone(), event.id);
+        }
+        self.retained.push_back(event);
+    }
+
     /// Numbers and stores `kind`; returns the encoded event.
     pub fn push(&mut self, kind: &EventKind, effect: Option<Arc<str>>) -> Arc<Event> {
+        self.append(|id| {
+            let mut event = Event::encode(id, kind);
+            event.effect = effect;
+            event
+        })
+    }
+
+    /// Numbers and stores the event `encode` builds for the next id (an event the app's backend
+    /// published, say); returns it.
+    pub fn append(&mut self, encode: impl FnOnce(u64) -> Event) -> Arc<Event> {
         self.last_id += 1;
-        let mut event = Event::encode(self.last_id, kind);
-        event.effect = effect;
-        let event = Arc::new(event);
-        if self.retained.len() == self.capacity {
-            self.retained.pop_front();
-        }
-        self.retained.push_back(event.clone());
+        let event = Arc::new(encode(self.last_id));
+        self.retain(event.clone());
         event
     }
 
@@ -67,9 +95,9 @@ impl EventLog {
         self.durable_id
     }
 
-    /// The retained event carrying `effect`, if any.
-    pub fn find_effect(&self, effect: &str) -> Option<&Arc<Event>> {
-        self.retained.iter().rev().find(|e| e.effect.as_deref() == Some(effect))
+    /// The id of the newest retained event carrying `effect`, if any.
+    pub fn find_effect(&self, effect: &str) -> Option<u64> {
+        self.effects.get(effect).copied()
     }
 
     /// Every retained durable event with an id greater than `since`.
@@ -135,8 +163,27 @@ mod tests {
         log.push(&kind(), Some(Arc::from("fx")));
         assert_eq!(log.durable_id(), 2);
         assert_eq!(log.since(0).events.len(), 2);
-        assert!(log.find_effect("fx").is_some());
+        assert_eq!(log.find_effect("fx"), Some(3));
         log.mark_durable(3);
         assert_eq!(log.since(2).events.len(), 1);
+    }
+
+    #[test]
+    fn effects_are_found_while_their_event_is_retained() {
+        let mut log = EventLog::new(3);
+        let with = |log: &mut EventLog, fx: &str| log.push(&kind(), Some(Arc::from(fx))).id;
+        assert_eq!(with(&mut log, "a"), 1);
+        assert_eq!(with(&mut log, "b"), 2);
+        assert_eq!(with(&mut log, "a"), 3);
+        assert_eq!((log.find_effect("a"), log.find_effect("b")), (Some(3), Some(2)));
+        log.push(&kind(), None);
+        // Event 1 (an older "a") left the log: "a" still names event 3.
+        assert_eq!(log.find_effect("a"), Some(3));
+        log.push(&kind(), None);
+        assert_eq!(log.find_effect("b"), None, "event 2 left the log");
+        log.mark_durable(5);
+        let restored = EventLog::restored(3, log.since(0).events);
+        assert_eq!(restored.find_effect("a"), Some(3));
+        assert_eq!(restored.find_effect("b"), None);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use actix::{Message, Recipient};
 
 use crate::error::ApiError;
+use crate::protocol::server::{AppEvent, UserView};
 use crate::protocol::{Event, EventKind, JoinRequest, Match, MatchId, RoomId, UserId};
 
 /// Why the server closes a connection. The close code tells the client whether to reconnect.
@@ -81,6 +82,24 @@ pub struct Publish {
     pub kind: EventKind,
     pub change: IndexChange,
     pub effect: Option<EffectRef>,
+}
+
+/// The app's backend publishes `event` to `users` (users of the shard it is sent to). Each user's
+/// log gets one event, numbered and delivered like the built-in ones; an event with a key that a
+/// user's log already holds is not added again. Answered once every user's event is in their log:
+/// with Redis, once it is stored (I7).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct ServerPublish {
+    pub users: Vec<UserId>,
+    pub event: AppEvent,
+}
+
+/// What the server API tells about `user` (`GET /v1/server/users/{user}`).
+#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "Result<UserView, ApiError>")]
+pub struct InspectUser {
+    pub user: UserId,
 }
 
 /// Open a stream for `user`, resuming after `since` when given.

@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 
 use super::event_log::{EventLog, Replay};
 use super::messages::{
-    CloseAll, CloseReason, Deliver, EffectRef, IndexChange, ListMatches, Publish, SessionHandle, Subscribe, Unsubscribe,
+    CloseAll, CloseReason, Deliver, EffectRef, IndexChange, InspectUser, ListMatches, Publish, ServerPublish,
+    SessionHandle, Subscribe, Unsubscribe,
 };
 use crate::config::Limits;
 use crate::coord::shard::{EffectsPersisted, ResetCache};
@@ -31,6 +32,7 @@ use crate::persist::batch::{self, GroupCommit, Schedule};
 use crate::persist::store::text;
 use crate::persist::{keys, Durability, StoreError};
 use crate::protocol::event::Hello;
+use crate::protocol::server::{AppEvent, PlaceState, PlaceView, UserView};
 use crate::protocol::{Event, EventKind, Match, UserId};
 use crate::queue::placement::Place;
 use crate::queue::PoolRouter;
@@ -75,11 +77,17 @@ impl UserEntry {
     }
 }
 
+/// Where the answer to a publish by the app's backend goes, once its event is in the log.
+type Ack = oneshot::Sender<Result<(), ApiError>>;
+
 /// A message that must wait until its user is loaded.
 enum Deferred {
     Publish(Publish),
+    /// An event the app's backend publishes to this user.
+    ServerPublish(UserId, AppEvent, Ack),
     Subscribe(Subscribe, oneshot::Sender<Result<(), ApiError>>),
     ListMatches(UserId, oneshot::Sender<Vec<Match>>),
+    Inspect(UserId, oneshot::Sender<UserView>),
     /// A place action (join, leave) that must not overtake an earlier room change still waiting.
     Place(PlaceAction),
 }
@@ -98,12 +106,15 @@ struct UserBatch {
     /// The batch's events that no pair re-publishes (room and queue events), kept so they can be
     /// published again if the batch fails.
     retryable: Vec<Publish>,
+    /// Publishes by the app's backend answered once this batch is stored (their events are in it
+    /// or in an earlier one); a failed batch fails them, and the app retries with its key.
+    acks: Vec<(UserId, Ack)>,
     loads: Vec<UserId>,
 }
 
 impl UserBatch {
     fn ops(&self) -> usize {
-        self.events.len() + self.index.len() + self.loads.len() + self.confirms.len()
+        self.events.len() + self.index.len() + self.loads.len() + self.confirms.len() + self.acks.len()
     }
 }
 
@@ -191,6 +202,10 @@ impl UserShard {
             Deferred::ListMatches(user, tx) => {
                 let _ = tx.send(self.entry(&user).matches.clone());
             }
+            Deferred::ServerPublish(user, event, ack) => self.publish_app_loaded(&user, &event, ack, ctx),
+            Deferred::Inspect(user, tx) => {
+                let _ = tx.send(self.view(&user));
+            }
             Deferred::Place(action) => action(self, ctx),
         }
     }
@@ -198,6 +213,58 @@ impl UserShard {
     /// Runs `action` once `user` is loaded (at once if they are).
     pub(crate) fn after_load(&mut self, user: &UserId, action: PlaceAction, ctx: &mut Context<Self>) {
         self.when_loaded(user, Deferred::Place(action), ctx);
+    }
+
+    /// Logs an event the app's backend published (`event`) for `user` and delivers it, exactly as
+    /// a built-in event; `ack` hears once it is in the log (stored, with Redis). An event whose key
+    /// the log already holds is not logged again: the publish answers the same once that one is
+    /// stored (I3, across retries, restarts and nodes, as far back as the log reaches).
+    fn publish_app_loaded(&mut self, user: &UserId, event: &AppEvent, ack: Ack, ctx: &mut Context<Self>) {
+        let effect = event.effect_id();
+        let entry = self.entry(user);
+        let logged = match effect.as_deref().and_then(|fx| entry.log.find_effect(fx)) {
+            // Published with this key before: nothing new, and the same answer once that is stored.
+            Some(existing) if existing <= entry.log.durable_id() => return drop(ack.send(Ok(()))),
+            Some(_) => None,
+            None => {
+                Some(entry.log.append(|id| Event::app(id, event.type_.as_str(), &event.data, effect.map(Arc::from))))
+            }
+        };
+        let Some(d) = self.durable.as_mut() else {
+            if let Some(logged) = logged {
+                self.entry(user).log.mark_durable(logged.id);
+                self.deliver(user, logged, ctx);
+            }
+            let _ = ack.send(Ok(()));
+            return;
+        };
+        // Not stored yet (this batch, or the one in flight before it): answer after this batch.
+        if let Some(logged) = logged {
+            d.next.events.push((user.clone(), logged));
+        }
+        d.next.acks.push((user.clone(), ack));
+        self.schedule_flush(ctx);
+    }
+
+    /// What the server API tells about a loaded `user`.
+    fn view(&mut self, user: &UserId) -> UserView {
+        let entry = self.entry(user);
+        let place = match &entry.place {
+            Place::Idle => PlaceView::idle(),
+            Place::Queued { ticket } => {
+                PlaceView { state: PlaceState::Queued, pool: Some(ticket.pool.clone()), room_id: None }
+            }
+            Place::InRoom { room_id, ticket } => {
+                PlaceView { state: PlaceState::InRoom, pool: Some(ticket.pool.clone()), room_id: Some(room_id.clone()) }
+            }
+        };
+        UserView {
+            user: user.clone(),
+            place,
+            matches: entry.matches.len(),
+            connections: entry.sessions.iter().filter(|s| s.recipient.connected()).count(),
+            last_event_id: entry.log.durable_id(),
+        }
     }
 
     /// Whether messages for `user` wait for the user's load (a room change among them decides
@@ -232,7 +299,7 @@ impl UserShard {
         if let Some(fx) = &effect {
             if let Some(existing) = entry.log.find_effect(&fx.id) {
                 // A re-publish of an event already logged: confirm it, log nothing.
-                let durable_now = existing.id <= entry.log.durable_id();
+                let durable_now = existing <= entry.log.durable_id();
                 self.confirm(fx.pair.clone(), fx.id.clone(), user.clone(), durable_now, ctx);
                 return;
             }
@@ -413,7 +480,13 @@ impl UserShard {
             commands += 2;
         }
         let durability = d.durability.clone();
-        let slots = batch.events.iter().map(|(u, _)| u).chain(batch.index.iter().map(|(u, _)| u)).chain(&batch.loads);
+        let slots = batch
+            .events
+            .iter()
+            .map(|(u, _)| u)
+            .chain(batch.index.iter().map(|(u, _)| u))
+            .chain(&batch.loads)
+            .chain(batch.acks.iter().map(|(u, _)| u));
         batch::send(durability, slots.map(crate::coord::slot::user_slot), Vec::new(), pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| match res {
@@ -438,6 +511,9 @@ impl UserShard {
         for (user, event) in batch.events {
             self.entry(&user).log.mark_durable(event.id);
             self.deliver(&user, event, ctx);
+        }
+        for (_, ack) in batch.acks {
+            let _ = ack.send(Ok(()));
         }
         let mut by_pair: HashMap<PairKey, Vec<(String, UserId)>> = HashMap::new();
         for (pair, effect, user) in batch.confirms {
@@ -506,7 +582,11 @@ impl UserShard {
         if let Some(d) = self.durable.as_mut() {
             d.commit.finished();
         }
-        self.drop_cache(ApiError::from(e), batch.retryable, ctx);
+        let err = ApiError::from(e);
+        for (_, ack) in batch.acks {
+            let _ = ack.send(Err(err.clone()));
+        }
+        self.drop_cache(err, batch.retryable, ctx);
     }
 
     /// Forgets every user's log and matches so they are reloaded from what is stored (keeping
@@ -516,12 +596,18 @@ impl UserShard {
         let Some(d) = self.durable.as_mut() else { return };
         let next = std::mem::take(&mut d.next);
         retry.extend(next.retryable);
+        // Publishes by the app's backend are answered, not retried: the app retries with its key.
+        for (_, ack) in next.acks {
+            let _ = ack.send(Err(err.clone()));
+        }
         let mut place_actions = Vec::new();
         for (_, waiting) in d.loading.drain() {
             for msg in waiting {
                 match msg {
                     Deferred::Subscribe(_, tx) => drop(tx.send(Err(err.clone()))),
+                    Deferred::ServerPublish(_, _, ack) => drop(ack.send(Err(err.clone()))),
                     Deferred::ListMatches(_, tx) => drop(tx),
+                    Deferred::Inspect(_, tx) => drop(tx),
                     Deferred::Publish(p) if p.effect.is_none() => retry.push(p),
                     Deferred::Publish(_) => {}
                     Deferred::Place(action) => place_actions.push(action),
@@ -586,7 +672,7 @@ fn parse_stream_entry(entry: &redis::Value) -> Option<Event> {
     let json = json?;
     let type_name = serde_json::from_str::<serde_json::Value>(&json)
         .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).and_then(EventKind::known_type))?;
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).and_then(Event::parse_type))?;
     Some(Event::stored(id, type_name, Bytes::from(json), effect.map(Arc::from)))
 }
 
@@ -737,6 +823,42 @@ impl Handler<ListMatches> for UserShard {
         let (tx, rx) = oneshot::channel();
         let user = msg.user.clone();
         self.when_loaded(&user, Deferred::ListMatches(msg.user, tx), ctx);
+        Box::pin(async move {
+            rx.await.map_err(|_| ApiError::Unavailable("persistence is not reachable; retry later".into()))
+        })
+    }
+}
+
+impl Handler<ServerPublish> for UserShard {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, msg: ServerPublish, ctx: &mut Context<Self>) -> Self::Result {
+        let mut answers = Vec::with_capacity(msg.users.len());
+        for user in msg.users {
+            let (tx, rx) = oneshot::channel();
+            answers.push(rx);
+            self.when_loaded(&user.clone(), Deferred::ServerPublish(user, msg.event.clone(), tx), ctx);
+        }
+        Box::pin(async move {
+            for answer in futures_util::future::join_all(answers).await {
+                answer.unwrap_or_else(|_| Err(ApiError::shutting_down()))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<InspectUser> for UserShard {
+    type Result = ResponseFuture<Result<UserView, ApiError>>;
+
+    fn handle(&mut self, msg: InspectUser, ctx: &mut Context<Self>) -> Self::Result {
+        if self.durable.is_none() && !self.users.contains_key(&msg.user) {
+            // In memory an unknown user has nothing: say so without keeping an entry for them.
+            return Box::pin(std::future::ready(Ok(UserView::unknown(msg.user))));
+        }
+        let (tx, rx) = oneshot::channel();
+        let user = msg.user.clone();
+        self.when_loaded(&user, Deferred::Inspect(msg.user, tx), ctx);
         Box::pin(async move {
             rx.await.map_err(|_| ApiError::Unavailable("persistence is not reachable; retry later".into()))
         })

@@ -88,6 +88,23 @@ async fn churn_cycles_wait_for_the_tcp_close_and_descriptors_come_back() {
 }
 
 #[actix_rt::test]
+async fn publish_to_one_and_to_many_users_per_call_reaches_every_tab_once() {
+    let _trace = common::trace_init();
+    let server = matchd::start(common::config()).await.unwrap();
+    let args = ["publish", "--users", "40", "--tabs", "2", "--sse-fraction", "0.25", "--users-per-call", "1,20"];
+    let report = load(&server, &[&args[..], &["--calls", "60", "--pairs", "5"]].concat()).await;
+    assert_eq!(report.counts["connections_ready"], 80);
+    assert_eq!(report.counts["matches_fully_delivered"], 5);
+    for n in [1, 20] {
+        assert_eq!(report.counts[&format!("publish_{n}_calls_ok")], 60);
+        assert_eq!(report.counts[&format!("publish_{n}_fully_delivered")], 60);
+        assert!(report.latencies_ms.contains_key(&format!("publish_{n}_event_all_connections")));
+        assert!(report.figures.contains_key(&format!("publish_{n}_events_per_sec")));
+    }
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn healthz_rate_is_measured() {
     let _trace = common::trace_init();
     let server = matchd::start(common::config()).await.unwrap();

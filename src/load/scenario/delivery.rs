@@ -92,6 +92,31 @@ pub fn match_latencies(h: &History) -> MatchLatencies {
     out
 }
 
+/// Swipes pairs `pairs` (users `<kind>2k` and `<kind>2k+1`), `in_flight` at a time: the first
+/// swipe, then the deciding one. User i's requests go to target i mod n.
+pub async fn swipe_pairs<'a>(
+    env: &Env,
+    https: &[crate::load::http::Http],
+    rec: &RefCell<Recorder>,
+    token: &impl Fn(&str) -> &'a str,
+    kind: &str,
+    pairs: &[usize],
+    in_flight: usize,
+) {
+    futures_util::stream::iter(pairs.iter().copied())
+        .for_each_concurrent(in_flight.max(1), |k| async move {
+            let (http_a, http_b) = (&https[env.node(2 * k)], &https[env.node(2 * k + 1)]);
+            let (a, b) = (env.user(kind, 2 * k), env.user(kind, 2 * k + 1));
+            let first = Swipe { token: token(&a), actor: &a, target: &b, right: true, swipe_id: None, retry: false };
+            if actions::swipe(http_a, rec, first).await.is_some() {
+                let second =
+                    Swipe { token: token(&b), actor: &b, target: &a, right: true, swipe_id: None, retry: false };
+                actions::swipe(http_b, rec, second).await;
+            }
+        })
+        .await;
+}
+
 pub async fn run(env: Arc<Env>, args: DeliveryArgs) -> Result<Report, LoadError> {
     check_fraction("--sse-fraction", args.sse_fraction)?;
     if args.users < 2 || args.tabs == 0 {
@@ -170,22 +195,7 @@ async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: Worke
     let start = Instant::now();
     rec.history.actions_from = Some(start);
     let rec = RefCell::new(rec);
-    futures_util::stream::iter(my_pairs.iter().copied())
-        .for_each_concurrent(args.pairs_in_flight.max(1), |k| {
-            let (https, rec, env, token) = (&https, &rec, &env, &token);
-            async move {
-                let (http_a, http_b) = (&https[env.node(2 * k)], &https[env.node(2 * k + 1)]);
-                let (a, b) = (env.user("d", 2 * k), env.user("d", 2 * k + 1));
-                let first =
-                    Swipe { token: token(&a), actor: &a, target: &b, right: true, swipe_id: None, retry: false };
-                if actions::swipe(http_a, rec, first).await.is_some() {
-                    let second =
-                        Swipe { token: token(&b), actor: &b, target: &a, right: true, swipe_id: None, retry: false };
-                    actions::swipe(http_b, rec, second).await;
-                }
-            }
-        })
-        .await;
+    swipe_pairs(&env, &https, &rec, &token, "d", &my_pairs, args.pairs_in_flight).await;
     let mut rec = rec.into_inner();
     rec.span("swipes", start, Instant::now());
     rec.add("pairs", my_pairs.len() as u64);

@@ -6,9 +6,11 @@ pub mod churn;
 pub mod delivery;
 pub mod healthz;
 pub mod idle;
+pub mod publish;
 pub mod spin;
 pub mod swipes;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -77,29 +79,32 @@ impl Env {
     }
 }
 
+/// A measurement's name: usually a literal, built for phases a run repeats (`publish_100`).
+pub type Name = Cow<'static, str>;
+
 /// What one client thread measured; threads' recorders are merged into one.
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub history: History,
-    pub latencies: BTreeMap<&'static str, Latency>,
-    pub counts: BTreeMap<&'static str, u64>,
+    pub latencies: BTreeMap<Name, Latency>,
+    pub counts: BTreeMap<Name, u64>,
     /// Start and end of a timed phase (merged: earliest start, latest end).
-    pub spans: BTreeMap<&'static str, (Instant, Instant)>,
+    pub spans: BTreeMap<Name, (Instant, Instant)>,
     /// Single readings (memory, CPU time), keyed by name.
     pub readings: BTreeMap<String, u64>,
 }
 
 impl Recorder {
-    pub fn latency(&mut self, name: &'static str) -> &mut Latency {
-        self.latencies.entry(name).or_default()
+    pub fn latency(&mut self, name: impl Into<Name>) -> &mut Latency {
+        self.latencies.entry(name.into()).or_default()
     }
 
-    pub fn add(&mut self, name: &'static str, n: u64) {
-        *self.counts.entry(name).or_default() += n;
+    pub fn add(&mut self, name: impl Into<Name>, n: u64) {
+        *self.counts.entry(name.into()).or_default() += n;
     }
 
-    pub fn span(&mut self, name: &'static str, start: Instant, end: Instant) {
-        let e = self.spans.entry(name).or_insert((start, end));
+    pub fn span(&mut self, name: impl Into<Name>, start: Instant, end: Instant) {
+        let e = self.spans.entry(name.into()).or_insert((start, end));
         *e = (e.0.min(start), e.1.max(end));
     }
 
