@@ -14,6 +14,8 @@ cd "$root"
 venv="$root/target/py-venv"
 python="${PYTHON:-python3}"
 export MATCHD_BIN="${MATCHD_BIN:-$root/target/debug/matchd}"
+# The tests run from clients/python: a relative path is taken from the repository root.
+case "$MATCHD_BIN" in /*) ;; *) MATCHD_BIN="$root/$MATCHD_BIN" ;; esac
 
 if [[ ! -x "$MATCHD_BIN" ]]; then
     echo "test-python: no matchd binary at $MATCHD_BIN (run: cargo build --bin matchd, or set MATCHD_BIN)" >&2

@@ -44,6 +44,8 @@ cargo test --all-targets "$@"
 
 # The client libraries, against the server binary the Rust suite just built.
 cargo build --bin matchd
-bin="${CARGO_TARGET_DIR:-target}/debug/matchd"
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+bin="$target_dir/debug/matchd"
 MATCHD_BIN="$bin" ./scripts/test-js.sh
 MATCHD_BIN="$bin" ./scripts/test-python.sh

@@ -568,8 +568,8 @@ def operations(api: Api, doc: Document) -> None:
     assert b"matchd_action_seconds" in metrics.body
 
 
-# The server API (`/v1/server/*`), checked against the document once the server serves it: add
-# SERVER_API_CASES to LIVE_CASES below. Dev mode's key is `dev-api-key`.
+# The server API (`/v1/server/*`), checked against the document like the rest. Dev mode's key is
+# `dev-api-key`.
 API_KEY = {"X-Api-Key": "dev-api-key"}
 
 
@@ -604,7 +604,7 @@ def server_api(api: Api, doc: Document) -> None:
     assert api.call("POST", close, f"/v1/server/rooms/7.{'0' * 32}/close", headers=API_KEY).status == 404
 
 
-LIVE_CASES: List[Case] = V1_CASES  # + SERVER_API_CASES, once /v1/server/* is served
+LIVE_CASES: List[Case] = V1_CASES + SERVER_API_CASES
 
 
 @pytest.fixture(scope="module")
