@@ -27,7 +27,7 @@ use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, Unm
 use crate::queue::messages::{GetStatus, Join, Leave, Skip};
 use crate::queue::PoolRouter;
 use crate::session::messages::{ListMatches, SessionHandle, Subscribe, Unsubscribe};
-use crate::session::user_shard::{Links, Rehome, UserShard, Wire};
+use crate::session::user_shard::{CountConnected, Links, Rehome, UserShard, Wire};
 use crate::session::UserRouter;
 use crate::webhook::WebhookSender;
 
@@ -107,6 +107,7 @@ impl Node {
     /// Starts the shard actors, each pair shard and user shard pair on its own arbiter (thread).
     /// Fails only if the Redis URL cannot be used.
     pub fn start(config: Config) -> Result<Node, StoreError> {
+        METRICS.preregister(&config);
         // Each shard gets its own Redis connection, created on its own thread's runtime.
         let redis_url = config.redis.clone();
         let membership = match (&config.cluster, &redis_url) {
@@ -301,6 +302,13 @@ impl Node {
         }
     }
 
+    /// Users with at least one open stream on this node, counted by the user shards that hold
+    /// the connections (a relayed stream counts on the user's owner, where its relay connects).
+    /// `None` if a shard did not answer within the persistence timeout.
+    pub async fn connected_users(&self) -> Option<u64> {
+        count_connected(&self.users, self.config.persist_timeout()).await
+    }
+
     /// The cluster membership, in cluster mode.
     pub fn membership(&self) -> Option<&Membership> {
         self.forwarder.as_ref().map(Forwarder::membership)
@@ -470,6 +478,14 @@ impl Node {
         }
         Ok(res)
     }
+}
+
+/// Users with at least one open stream, summed over the user shards (`None` if one does not
+/// answer within `timeout`).
+pub async fn count_connected(users: &UserRouter, timeout: std::time::Duration) -> Option<u64> {
+    let asks = users.all().iter().map(|shard| shard.send(CountConnected));
+    let counts = tokio::time::timeout(timeout, futures_util::future::join_all(asks)).await.ok()?;
+    counts.into_iter().map(|c| c.ok().map(|n| n as u64)).sum()
 }
 
 /// The key nodes of one cluster prove themselves with on internal calls: derived from the shared

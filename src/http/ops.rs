@@ -41,7 +41,9 @@ pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(METRICS.render())
+/// `GET /metrics`: Prometheus text format. `matchd_connected_users` is this node's, counted by its
+/// user shards now (left out if they do not answer in time).
+pub async fn metrics(node: web::Data<Node>) -> HttpResponse {
+    let own = node.connected_users().await.map(crate::metrics::connected_users_family).unwrap_or_default();
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(METRICS.render_with(own))
 }
