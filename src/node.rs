@@ -309,6 +309,12 @@ impl Node {
         count_connected(&self.users, self.config.persist_timeout()).await
     }
 
+    /// Redis mode without `--cluster`: the active node's id while this node is a standby
+    /// (another node holds the ownership lease).
+    pub fn standby_of(&self) -> Option<String> {
+        self.lease.as_ref().and_then(Lease::active_node)
+    }
+
     /// The cluster membership, in cluster mode.
     pub fn membership(&self) -> Option<&Membership> {
         self.forwarder.as_ref().map(Forwarder::membership)

@@ -10,7 +10,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: persistence reachable (and, later, cluster joined); 503 otherwise.
+/// `GET /readyz`: persistence reachable and this node active (it holds the lease, or is a settled
+/// cluster member); 503 otherwise. A standby (Redis reachable, another node holds the lease) says
+/// so and names the active node: `{"status":"standby","active_node":...}`.
 pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
     let persistence = if node.config.redis.is_some() { "redis" } else { "memory" };
     let members = node.membership().map(|m| (m.members(), m.owned_slots()));
@@ -27,6 +29,18 @@ pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
                 body["owned_slots"] = owned.into();
             }
             HttpResponse::Ok().json(body)
+        }
+        Err(crate::persist::StoreError::Fenced) if node.standby_of().is_some() => {
+            let active = node.standby_of();
+            let message = crate::persist::lease::standby_message(&node.node_id, active.as_deref());
+            crate::metrics::count_error("unavailable");
+            HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).json(serde_json::json!({
+                "status": "standby",
+                "node": &*node.node_id,
+                "active_node": active,
+                "persistence": persistence,
+                "error": {"code": "unavailable", "message": message},
+            }))
         }
         Err(_) if members.is_some() => crate::error::ApiError::Unavailable(format!(
             "node {} is not an active cluster member yet (or lapsed), or cannot reach Redis",
