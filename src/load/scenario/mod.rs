@@ -6,6 +6,7 @@ pub mod churn;
 pub mod delivery;
 pub mod healthz;
 pub mod idle;
+pub mod soak;
 pub mod spin;
 pub mod swipes;
 
