@@ -60,6 +60,8 @@ pub struct NodeInner {
     lease: Option<Lease>,
     /// Cluster mode: who owns what, and how to reach them.
     pub forwarder: Option<Forwarder>,
+    /// The dashboard's samples of the metrics (filled once a second by its sampler).
+    pub dashboard: crate::http::dashboard::Samples,
 }
 
 /// Pause between attempts to open a stream while its user's slot changes hands.
@@ -217,6 +219,7 @@ impl Node {
                 probe,
                 lease,
                 forwarder,
+                dashboard: Default::default(),
             }),
         })
     }
