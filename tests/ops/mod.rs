@@ -392,3 +392,78 @@ async fn connected_users_is_exact_while_many_tabs_connect_and_drop_concurrently(
     assert_connected_users(&api, 0, "after everyone left").await;
     server.shutdown().await;
 }
+
+/// The metric names a scrape exposes, with their types (`# TYPE name type`).
+fn exported(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect()
+}
+
+/// The Grafana dashboard in the repo is valid JSON, and every query in it names only metrics the
+/// server exports (histograms through their `_bucket`/`_sum`/`_count` series).
+#[actix_rt::test]
+async fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
+    let _trace = common::trace_init();
+    let redis = crate::common::redis::RedisServer::start();
+    // A cluster member exports every series (forwarding included).
+    let member = crate::common::process::MatchdProcess::cluster_node_on(&redis.url());
+    let (_, text) = member.get("/metrics").unwrap();
+    let types = exported(&text);
+    assert!(types.len() >= 30, "{types:?}");
+
+    let raw = include_str!("../../docs/grafana/matchd.json");
+    let dash: serde_json::Value = serde_json::from_str(raw).expect("docs/grafana/matchd.json is not valid JSON");
+    assert_eq!(dash["uid"], "matchd-ops");
+    assert!(dash["title"].is_string() && dash["schemaVersion"].is_u64());
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut exprs = Vec::new();
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        let targets = p["targets"].as_array().unwrap_or_else(|| panic!("panel {} has no targets", p["title"]));
+        assert!(!targets.is_empty(), "panel {} has no queries", p["title"]);
+        assert!(p["gridPos"]["w"].is_u64() && p["gridPos"]["h"].is_u64(), "panel {} has no place", p["title"]);
+        for t in targets {
+            exprs.push(
+                t["expr"].as_str().unwrap_or_else(|| panic!("a query of {} has no expr", p["title"])).to_string(),
+            );
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        exprs.push(v["query"]["query"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(exprs.len() >= 25, "{exprs:?}");
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let mut names = Vec::new();
+        let mut word = String::new();
+        for c in expr.chars().chain(std::iter::once(' ')) {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                word.push(c);
+            } else {
+                if word.starts_with("matchd_") {
+                    names.push(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+        }
+        assert!(!names.is_empty(), "a query names no matchd metric: {expr}");
+        for name in names {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| types.get(*b).map(String::as_str) == Some("histogram")))
+                .unwrap_or(&name)
+                .to_string();
+            assert!(types.contains_key(&base), "{expr} uses {name}, which the server does not export");
+            if name.ends_with("_bucket") {
+                assert_eq!(types[&base], "histogram", "{name}");
+            }
+            used.insert(base);
+        }
+    }
+    // It covers what an operator watches first.
+    for name in ["matchd_connections", "matchd_matches_total", "matchd_queue_wait_seconds", "matchd_persist_seconds"] {
+        assert!(used.contains(name), "the Grafana dashboard does not show {name}");
+    }
+}
