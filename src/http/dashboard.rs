@@ -333,7 +333,7 @@ fn figures(node: &Node, ring: &Ring, latest: &Snapshot, ready: bool) -> Value {
             .members_with_slots()
             .into_iter()
             .map(|(member, slots)| {
-                json!({"id": &*member.id, "url": &*member.url, "owned_slots": slots, "self": &*member.id == &*node.node_id})
+                json!({"id": &*member.id, "url": &*member.url, "owned_slots": slots, "self": *member.id == *node.node_id})
             })
             .collect(),
         None => {
