@@ -319,6 +319,15 @@ async fn connected_users_is_exact_while_many_tabs_connect_and_drop_concurrently(
     let _trace = common::trace_init();
     let server = TestServer::start(common::config()).await;
     let (api, addr) = (server.api(), server.addr());
+    // Another node in the same process, with users of its own: they are not this node's.
+    let other = TestServer::start(common::config()).await;
+    let other_api = other.api();
+    let mut elsewhere = Vec::new();
+    for i in 0..5 {
+        let t = other_api.token(&format!("cu-other{i}")).await;
+        elsewhere.push(Tab::open(&other_api, other.addr(), &t, i).await);
+    }
+    assert_connected_users(&other_api, 5, "the other node").await;
     const USERS: usize = 48;
     let names: Vec<String> = (0..USERS).map(|i| format!("cu{i}")).collect();
     let tokens: Vec<String> = futures_util::future::join_all(names.iter().map(|u| api.token(u))).await;
@@ -390,7 +399,10 @@ async fn connected_users_is_exact_while_many_tabs_connect_and_drop_concurrently(
     // Everybody goes: the gauge is back to zero.
     futures_util::future::join_all(tabs.into_iter().flatten().map(Tab::close)).await;
     assert_connected_users(&api, 0, "after everyone left").await;
+    assert_connected_users(&other_api, 5, "the other node, untouched").await;
+    futures_util::future::join_all(elsewhere.into_iter().map(Tab::close)).await;
     server.shutdown().await;
+    other.shutdown().await;
 }
 
 /// The metric names a scrape exposes, with their types (`# TYPE name type`).
