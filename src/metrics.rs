@@ -26,7 +26,7 @@ pub mod labels {
     /// `matchd_swipes_total{outcome}`.
     pub const SWIPE_OUTCOMES: [&str; 4] = ["pending", "matched", "passed", "replayed"];
     /// `matchd_rooms_closed_total{reason}`: the reason the closing side hears.
-    pub const ROOM_CLOSE_REASONS: [&str; 3] = ["skipped", "left", "server_restart"];
+    pub const ROOM_CLOSE_REASONS: [&str; 2] = ["skipped", "left"];
     /// `matchd_action_seconds{action}`.
     pub const ACTIONS: [&str; 5] = ["swipe", "unmatch", "join_queue", "leave_queue", "skip"];
     /// `matchd_action_seconds{transport}`.
@@ -421,6 +421,28 @@ mod tests {
         assert!(seen >= 10, "the scan found only {seen} labelled uses; is it still reading the code?");
     }
 
+    /// Labels that come from variables are checked at their source: the close reasons a room's
+    /// closing side hears (`CloseReasons { leaver: .. }`) and the forwarded calls' kinds.
+    #[test]
+    fn dynamic_labels_match_their_sources() {
+        let room = include_str!("queue/room.rs");
+        let mut leavers: Vec<&str> =
+            room.split("leaver: \"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+        leavers.sort_unstable();
+        leavers.dedup();
+        let mut listed = labels::ROOM_CLOSE_REASONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(leavers, listed, "room close reasons in queue/room.rs vs labels::ROOM_CLOSE_REASONS");
+
+        let forward = include_str!("cluster/forward.rs");
+        let body = forward.split("pub fn kind(&self)").nth(1).and_then(|b| b.split("\n    }\n").next()).unwrap();
+        let mut kinds: Vec<&str> = body.split("=> \"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+        kinds.sort_unstable();
+        let mut listed = crate::cluster::forward::Call::KINDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(kinds, listed, "Call::kind() vs Call::KINDS");
+    }
+
     /// The names in README's Observability section.
     fn documented() -> Vec<String> {
         let readme = include_str!("../README.md");
@@ -453,7 +475,7 @@ mod tests {
             "matchd_connections{transport=\"relay\"} 0",
             "matchd_swipes_total{outcome=\"replayed\"}",
             "matchd_errors_total{code=\"payload_too_large\"}",
-            "matchd_rooms_closed_total{reason=\"server_restart\"}",
+            "matchd_rooms_closed_total{reason=\"left\"}",
             "matchd_forwarded_total{kind=\"pool_status\",result=\"retried\"}",
             "matchd_action_seconds_count{action=\"leave_queue\",transport=\"ws\"}",
             "matchd_queue_length{pool=\"default\"}",

@@ -76,7 +76,7 @@ impl Call {
     }
 
     /// Every `kind`, for the metrics pre-registered at start.
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 16] = [
         "swipe",
         "unmatch",
         "skip",
@@ -88,6 +88,7 @@ impl Call {
         "dequeue",
         "forget",
         "restore_place",
+        "arm_presence",
         "list_matches",
         "join",
         "leave",

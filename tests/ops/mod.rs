@@ -121,7 +121,7 @@ fn expected_zero_series(pools: &[&str], cluster: bool) -> Vec<String> {
     for o in ["pending", "matched", "passed", "replayed"] {
         out.push(format!("matchd_swipes_total{{outcome=\"{o}\"}}"));
     }
-    for r in ["skipped", "left", "server_restart"] {
+    for r in ["skipped", "left"] {
         out.push(format!("matchd_rooms_closed_total{{reason=\"{r}\"}}"));
     }
     for code in [
@@ -170,6 +170,7 @@ fn expected_zero_series(pools: &[&str], cluster: bool) -> Vec<String> {
             "dequeue",
             "forget",
             "restore_place",
+            "arm_presence",
             "list_matches",
             "join",
             "leave",
