@@ -44,6 +44,20 @@ struct ErrorInner<'a> {
 }
 
 impl ApiError {
+    /// Every contract code, in the order of the variants.
+    pub const CODES: [&'static str; 10] = [
+        "bad_request",
+        "invalid_user",
+        "self_swipe",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "conflict",
+        "payload_too_large",
+        "rate_limited",
+        "unavailable",
+    ];
+
     /// The contract's snake_case code.
     pub fn code(&self) -> &'static str {
         self.status_and_code().1
@@ -159,5 +173,22 @@ mod tests {
         );
         assert_eq!(ApiError::RateLimited(2).status_code(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(ApiError::PayloadTooLarge(10).code(), "payload_too_large");
+    }
+
+    #[test]
+    fn codes_lists_every_variant() {
+        let all = [
+            ApiError::BadRequest(String::new()),
+            ApiError::InvalidUser(String::new()),
+            ApiError::SelfSwipe,
+            ApiError::Unauthorized(String::new()),
+            ApiError::Forbidden(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::Conflict(String::new()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::RateLimited(1),
+            ApiError::Unavailable(String::new()),
+        ];
+        assert_eq!(all.map(|e| e.code()), ApiError::CODES);
     }
 }

@@ -114,6 +114,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     }
     let node = Node::start(config).map_err(|e| std::io::Error::other(e.to_string()))?;
     node.keep_lease().await;
+    http::dashboard::spawn_sampler(&node);
     let server = http::server::serve(listener, &node)?;
     let handle = server.handle();
     let server = tokio::spawn(server);

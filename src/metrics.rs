@@ -1,21 +1,55 @@
 //! Every Prometheus metric in one place, named `matchd_<noun>_<unit>`. One process-wide registry
 //! (servers started side by side in one test process share it, so tests check that values move,
-//! not their absolute level).
+//! not their absolute level), except `matchd_connected_users`, which each node derives at scrape
+//! time from its own user shards (`render_with`).
+//!
+//! Every labelled series a node can produce is created at start (`preregister`), at zero, so a
+//! dashboard or alert sees it before the first event: the label values live in [`labels`] (and
+//! `ApiError::CODES`, `Call::KINDS`); a unit test checks that every literal label in the code is
+//! listed there.
 
 use std::sync::LazyLock;
 
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+/// The known values of each label, pre-registered at start.
+pub mod labels {
+    /// `matchd_connections{transport}` (`relay`: streams relayed from another node, cluster mode).
+    pub const CONNECTION_TRANSPORTS: [&str; 3] = ["ws", "sse", "relay"];
+    /// Transports an event is written on (`matchd_event_delivery_seconds`, `matchd_room_closed_notify_seconds`).
+    pub const DELIVERY_TRANSPORTS: [&str; 2] = ["ws", "sse"];
+    /// `matchd_swipes_total{outcome}`.
+    pub const SWIPE_OUTCOMES: [&str; 4] = ["pending", "matched", "passed", "replayed"];
+    /// `matchd_rooms_closed_total{reason}`: the reason the closing side hears.
+    pub const ROOM_CLOSE_REASONS: [&str; 3] = ["skipped", "left", "closed_by_server"];
+    /// `matchd_action_seconds{action}`.
+    pub const ACTIONS: [&str; 7] =
+        ["swipe", "unmatch", "join_queue", "leave_queue", "skip", "server_publish", "close_room"];
+    /// `matchd_action_seconds{transport}`.
+    pub const ACTION_TRANSPORTS: [&str; 2] = ["http", "ws"];
+    /// `matchd_webhooks_total{result}`.
+    pub const WEBHOOK_RESULTS: [&str; 4] = ["delivered", "retried", "gave_up", "dropped_overload"];
+    /// `matchd_forwarded_total{result}` (cluster mode; `kind` is one of `Call::KINDS`).
+    pub const FORWARD_RESULTS: [&str; 3] = ["ok", "answered_error", "retried"];
+    /// `matchd_cache_evictions_total{kind}`.
+    pub const CACHE_KINDS: [&str; 2] = ["pair", "user"];
+    /// `matchd_invariant_violations_total{check}`.
+    pub const INVARIANT_CHECKS: [&str; 2] = ["duplicate_match_refused", "user_in_two_rooms"];
+}
+
 /// The handles to every metric.
 pub struct Metrics {
     registry: Registry,
+    /// Always 1; its labels say which build runs (`version`, and `commit` when the build set
+    /// `MATCHD_COMMIT`).
+    pub build_info: IntGaugeVec,
     /// Open event streams, by transport (`ws`, `sse`).
     pub connections: IntGaugeVec,
-    /// Users with at least one open stream on this node.
-    pub connected_users: IntGauge,
     /// Events written to a connection.
     pub events_delivered: IntCounter,
     /// From an event's creation to its write on a connection.
@@ -88,11 +122,14 @@ impl Metrics {
     fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let m = Metrics {
+            build_info: IntGaugeVec::new(
+                Opts::new("matchd_build_info", "Always 1; the labels name the running build"),
+                if BUILD_COMMIT.is_some() { &["version", "commit"] } else { &["version"] },
+            )?,
             connections: IntGaugeVec::new(
                 Opts::new("matchd_connections", "Open event streams by transport"),
                 &["transport"],
             )?,
-            connected_users: IntGauge::new("matchd_connected_users", "Users with an open stream on this node")?,
             events_delivered: IntCounter::new("matchd_events_delivered_total", "Events written to connections")?,
             delivery_seconds: HistogramVec::new(
                 HistogramOpts::new("matchd_event_delivery_seconds", "Event creation to write on a connection")
@@ -186,8 +223,8 @@ impl Metrics {
             )?,
             registry,
         };
+        m.registry.register(Box::new(m.build_info.clone()))?;
         m.registry.register(Box::new(m.connections.clone()))?;
-        m.registry.register(Box::new(m.connected_users.clone()))?;
         m.registry.register(Box::new(m.events_delivered.clone()))?;
         m.registry.register(Box::new(m.delivery_seconds.clone()))?;
         m.registry.register(Box::new(m.slow_consumers.clone()))?;
@@ -218,17 +255,101 @@ impl Metrics {
         m.registry.register(Box::new(m.persist_errors.clone()))?;
         m.registry.register(Box::new(m.persist_seconds.clone()))?;
         m.registry.register(Box::new(m.persist_batch_size.clone()))?;
+        match BUILD_COMMIT {
+            Some(commit) => m.build_info.with_label_values(&[VERSION, commit]).set(1),
+            None => m.build_info.with_label_values(&[VERSION]).set(1),
+        }
         Ok(m)
+    }
+
+    /// Creates every series a node with `config` can produce, at zero, so they exist before the
+    /// first event: every known label value, every configured pool (and `default`), and the
+    /// forwarding series in cluster mode.
+    pub fn preregister(&self, config: &crate::Config) {
+        for t in labels::CONNECTION_TRANSPORTS {
+            self.connections.with_label_values(&[t]);
+        }
+        for t in labels::DELIVERY_TRANSPORTS {
+            self.delivery_seconds.with_label_values(&[t]);
+            self.room_closed_notify_seconds.with_label_values(&[t]);
+        }
+        for o in labels::SWIPE_OUTCOMES {
+            self.swipes.with_label_values(&[o]);
+        }
+        for r in labels::ROOM_CLOSE_REASONS {
+            self.rooms_closed.with_label_values(&[r]);
+        }
+        for code in crate::error::ApiError::CODES {
+            self.errors.with_label_values(&[code]);
+        }
+        for a in labels::ACTIONS {
+            for t in labels::ACTION_TRANSPORTS {
+                self.action_seconds.with_label_values(&[a, t]);
+            }
+        }
+        let pools =
+            std::iter::once(crate::protocol::queue::DEFAULT_POOL).chain(config.pools.keys().map(String::as_str));
+        for pool in pools {
+            self.queue_length.with_label_values(&[pool]);
+            self.queue_wait_seconds.with_label_values(&[pool]);
+            self.pairings.with_label_values(&[pool]);
+        }
+        for r in labels::WEBHOOK_RESULTS {
+            self.webhooks.with_label_values(&[r]);
+        }
+        if config.cluster.is_some() {
+            for kind in crate::cluster::forward::Call::KINDS {
+                for r in labels::FORWARD_RESULTS {
+                    self.forwarded.with_label_values(&[kind, r]);
+                }
+            }
+        }
+        for k in labels::CACHE_KINDS {
+            self.cache_evictions.with_label_values(&[k]);
+        }
+        for c in labels::INVARIANT_CHECKS {
+            self.invariant_violations.with_label_values(&[c]);
+        }
     }
 
     /// The text exposition format for `GET /metrics`.
     pub fn render(&self) -> String {
+        self.render_with(Vec::new())
+    }
+
+    /// The process-wide metrics plus `node`'s own families (those a node derives at scrape time).
+    pub fn render_with(&self, node: Vec<MetricFamily>) -> String {
+        let mut families = self.registry.gather();
+        families.extend(node);
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buf = Vec::new();
-        let encoder = TextEncoder::new();
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// The process-wide families, for the dashboard's server-side figures.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
+    }
+}
+
+/// The crate's version, from Cargo.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from, when the build set `MATCHD_COMMIT`
+/// (`MATCHD_COMMIT=$(git rev-parse --short HEAD) cargo build --release`).
+pub const BUILD_COMMIT: Option<&str> = option_env!("MATCHD_COMMIT");
+
+/// `matchd_connected_users` of one node: users with at least one open stream there (counted by
+/// the user shards that own the connections, at scrape time).
+pub fn connected_users_family(users: u64) -> Vec<MetricFamily> {
+    match IntGauge::new("matchd_connected_users", "Users with an open stream on this node") {
+        Ok(g) => {
+            g.set(i64::try_from(users).unwrap_or(i64::MAX));
+            g.collect()
+        }
+        Err(_) => Vec::new(),
     }
 }
 
@@ -256,59 +377,121 @@ pub fn delivered(event: &crate::protocol::Event, transport: &str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_documented_metric_is_exposed() {
-        // Touch the labelled ones so they have a series to render.
-        METRICS.connections.with_label_values(&["ws"]);
-        METRICS.delivery_seconds.with_label_values(&["ws"]).observe(0.001);
-        METRICS.swipes.with_label_values(&["pending"]);
-        METRICS.errors.with_label_values(&["bad_request"]);
-        METRICS.action_seconds.with_label_values(&["swipe", "http"]).observe(0.001);
-        METRICS.queue_length.with_label_values(&["p"]);
-        METRICS.queue_wait_seconds.with_label_values(&["p"]).observe(0.001);
-        METRICS.pairings.with_label_values(&["p"]);
-        METRICS.rooms_closed.with_label_values(&["skipped"]);
-        METRICS.room_closed_notify_seconds.with_label_values(&["ws"]).observe(0.001);
-        METRICS.invariant_violations.with_label_values(&["x"]);
-        METRICS.webhooks.with_label_values(&["delivered"]);
-        METRICS.cache_evictions.with_label_values(&["pair"]);
-        let text = METRICS.render();
-        // The README's list.
-        for name in [
-            "matchd_connections",
-            "matchd_connected_users",
-            "matchd_events_delivered_total",
-            "matchd_event_delivery_seconds",
-            "matchd_slow_consumers_closed_total",
-            "matchd_swipes_total",
-            "matchd_matches_total",
-            "matchd_unmatches_total",
-            "matchd_queue_length",
-            "matchd_queue_wait_seconds",
-            "matchd_pairings_total",
-            "matchd_skips_total",
-            "matchd_rooms_closed_total",
-            "matchd_room_closed_notify_seconds",
-            "matchd_persist_round_trips_total",
-            "matchd_persist_commands_total",
-            "matchd_persist_errors_total",
-            "matchd_persist_seconds",
-            "matchd_persist_batch_size",
-            "matchd_errors_total",
-            "matchd_action_seconds",
-            "matchd_lease_held",
-            "matchd_cluster_members",
-            "matchd_ownership_changes_total",
-            "matchd_forward_seconds",
-            "matchd_forward_batch_size",
-            "matchd_cross_node_delivery_seconds",
-            "matchd_webhooks_total",
-            "matchd_server_publish_total",
-            "matchd_cache_evictions_total",
-            "matchd_invariant_violations_total",
-        ] {
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not exposed");
+    /// `metric_name` -> the allowed values of its first label, for the literal labels in the code.
+    fn allowed(field: &str) -> Option<Vec<&'static str>> {
+        Some(match field {
+            "connections" => labels::CONNECTION_TRANSPORTS.to_vec(),
+            "delivery_seconds" | "room_closed_notify_seconds" => labels::DELIVERY_TRANSPORTS.to_vec(),
+            "swipes" => labels::SWIPE_OUTCOMES.to_vec(),
+            "rooms_closed" => labels::ROOM_CLOSE_REASONS.to_vec(),
+            "action_seconds" => labels::ACTIONS.to_vec(),
+            "webhooks" => labels::WEBHOOK_RESULTS.to_vec(),
+            "cache_evictions" => labels::CACHE_KINDS.to_vec(),
+            "invariant_violations" => labels::INVARIANT_CHECKS.to_vec(),
+            "errors" => crate::error::ApiError::CODES.to_vec(),
+            "forwarded" => crate::cluster::forward::Call::KINDS.to_vec(),
+            _ => return None,
+        })
+    }
+
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
         }
+    }
+
+    /// Every `METRICS.<field>.with_label_values(&["literal"` in the server's code uses a value
+    /// that `preregister` creates at start (so no series appears only after its first event).
+    #[test]
+    fn every_literal_label_in_the_code_is_preregistered() {
+        let mut files = Vec::new();
+        rust_files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let mut seen = 0;
+        for file in files.iter().filter(|f| !f.ends_with("metrics.rs") && !f.to_string_lossy().contains("/load/")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            let compact: String = text.split_whitespace().collect::<Vec<_>>().join("");
+            for (at, _) in compact.match_indices(".with_label_values(&[\"") {
+                let before = &compact[..at];
+                let field = before.rsplit('.').next().unwrap_or_default();
+                let rest = &compact[at + ".with_label_values(&[\"".len()..];
+                let value = rest.split('"').next().unwrap_or_default();
+                let allowed =
+                    allowed(field).unwrap_or_else(|| panic!("{}: unknown labelled metric {field}", file.display()));
+                assert!(allowed.contains(&value), "{}: {field}{{{value}}} is not pre-registered", file.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 10, "the scan found only {seen} labelled uses; is it still reading the code?");
+    }
+
+    /// Labels that come from variables are checked at their source: the close reasons a room's
+    /// closing side hears (`CloseReasons { leaver: .. }`) and the forwarded calls' kinds.
+    #[test]
+    fn dynamic_labels_match_their_sources() {
+        let room = include_str!("queue/room.rs");
+        let mut leavers: Vec<&str> =
+            room.split("leaver: \"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+        leavers.sort_unstable();
+        leavers.dedup();
+        let mut listed = labels::ROOM_CLOSE_REASONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(leavers, listed, "room close reasons in queue/room.rs vs labels::ROOM_CLOSE_REASONS");
+
+        let forward = include_str!("cluster/forward.rs");
+        let body = forward.split("pub fn kind(&self)").nth(1).and_then(|b| b.split("\n    }\n").next()).unwrap();
+        let mut kinds: Vec<&str> = body.split("=> \"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+        kinds.sort_unstable();
+        let mut listed = crate::cluster::forward::Call::KINDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(kinds, listed, "Call::kind() vs Call::KINDS");
+    }
+
+    /// The names in README's Observability section.
+    fn documented() -> Vec<String> {
+        let readme = include_str!("../README.md");
+        let section = readme.split("## Observability").nth(1).unwrap_or_default();
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let mut names: Vec<String> = section
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("matchd_"))
+            .map(|s| s.split('{').next().unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn every_documented_metric_is_exposed_after_preregister() {
+        let mut config = crate::Config::default();
+        config.cluster = Some(crate::config::ClusterConfig { advertise: "http://127.0.0.1:1".into() });
+        METRICS.preregister(&config);
+        let text = METRICS.render_with(connected_users_family(0));
+        let names = documented();
+        assert!(names.len() >= 30, "README lists only {} metrics: {names:?}", names.len());
+        for name in names {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} is documented but not exposed");
+        }
+        for series in [
+            "matchd_connections{transport=\"relay\"} 0",
+            "matchd_swipes_total{outcome=\"replayed\"}",
+            "matchd_errors_total{code=\"payload_too_large\"}",
+            "matchd_rooms_closed_total{reason=\"left\"}",
+            "matchd_forwarded_total{kind=\"pool_status\",result=\"retried\"}",
+            "matchd_action_seconds_count{action=\"leave_queue\",transport=\"ws\"}",
+            "matchd_queue_length{pool=\"default\"}",
+            "matchd_connected_users 0",
+        ] {
+            assert!(text.contains(series), "{series} is not exposed");
+        }
+        assert!(text.contains(&format!("matchd_build_info{{version=\"{VERSION}\"")));
     }
 
     #[test]

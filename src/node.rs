@@ -28,7 +28,7 @@ use crate::protocol::{MatchId, MatchesResponse, SwipeRequest, SwipeResponse, Unm
 use crate::queue::messages::{CloseRoom, GetStatus, Join, Leave, Skip};
 use crate::queue::PoolRouter;
 use crate::session::messages::{InspectUser, ListMatches, ServerPublish, SessionHandle, Subscribe, Unsubscribe};
-use crate::session::user_shard::{Links, Rehome, UserShard, Wire};
+use crate::session::user_shard::{CountConnected, Links, Rehome, UserShard, Wire};
 use crate::session::UserRouter;
 use crate::webhook::WebhookSender;
 
@@ -63,6 +63,8 @@ pub struct NodeInner {
     lease: Option<Lease>,
     /// Cluster mode: who owns what, and how to reach them.
     pub forwarder: Option<Forwarder>,
+    /// The dashboard's samples of the metrics (filled once a second by its sampler).
+    pub dashboard: crate::http::dashboard::Samples,
 }
 
 /// Pause between attempts to open a stream while its user's slot changes hands.
@@ -110,6 +112,7 @@ impl Node {
     /// Starts the shard actors, each pair shard and user shard pair on its own arbiter (thread).
     /// Fails only if the Redis URL cannot be used.
     pub fn start(config: Config) -> Result<Node, StoreError> {
+        METRICS.preregister(&config);
         // Each shard gets its own Redis connection, created on its own thread's runtime.
         let redis_url = config.redis.clone();
         let membership = match (&config.cluster, &redis_url) {
@@ -221,6 +224,7 @@ impl Node {
                 probe,
                 lease,
                 forwarder,
+                dashboard: Default::default(),
             }),
         })
     }
@@ -304,6 +308,19 @@ impl Node {
         } else {
             Err(StoreError::Fenced)
         }
+    }
+
+    /// Users with at least one open stream on this node, counted by the user shards that hold
+    /// the connections (a relayed stream counts on the user's owner, where its relay connects).
+    /// `None` if a shard did not answer within the persistence timeout.
+    pub async fn connected_users(&self) -> Option<u64> {
+        count_connected(&self.users, self.config.persist_timeout()).await
+    }
+
+    /// Redis mode without `--cluster`: the active node's id while this node is a standby
+    /// (another node holds the ownership lease).
+    pub fn standby_of(&self) -> Option<String> {
+        self.lease.as_ref().and_then(Lease::active_node)
     }
 
     /// The cluster membership, in cluster mode.
@@ -542,6 +559,14 @@ impl Node {
 /// The slot a room id carries, if it is one this server could have issued (404 otherwise).
 fn room_slot(room_id: &RoomId) -> Result<u16, ApiError> {
     room_id.slot().filter(|s| *s < SLOT_COUNT).ok_or_else(|| ApiError::NotFound(format!("no room {room_id}")))
+}
+
+/// Users with at least one open stream, summed over the user shards (`None` if one does not
+/// answer within `timeout`).
+pub async fn count_connected(users: &UserRouter, timeout: std::time::Duration) -> Option<u64> {
+    let asks = users.all().iter().map(|shard| shard.send(CountConnected));
+    let counts = tokio::time::timeout(timeout, futures_util::future::join_all(asks)).await.ok()?;
+    counts.into_iter().map(|c| c.ok().map(|n| n as u64)).sum()
 }
 
 /// The key nodes of one cluster prove themselves with on internal calls: derived from the shared

@@ -84,6 +84,30 @@ impl Call {
         }
     }
 
+    /// Every `kind`, for the metrics pre-registered at start.
+    pub const KINDS: [&'static str; 19] = [
+        "swipe",
+        "unmatch",
+        "skip",
+        "create_room",
+        "member_gone",
+        "publish",
+        "effects_persisted",
+        "enqueue",
+        "dequeue",
+        "forget",
+        "restore_place",
+        "arm_presence",
+        "list_matches",
+        "join",
+        "leave",
+        "pool_status",
+        "publish_event",
+        "inspect_user",
+        "close_room",
+    ];
+
+    /// The call's name (its serde tag), the `kind` label of its metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Call::Swipe(_) => "swipe",

@@ -219,6 +219,11 @@ impl Membership {
         self.with_state(|s| s.table.members.clone()).unwrap_or_default()
     }
 
+    /// The members this node sees, each with the number of slots it owns in this node's view.
+    pub fn members_with_slots(&self) -> Vec<(Member, usize)> {
+        self.with_state(|s| s.table.members.iter().cloned().zip(s.table.slot_counts()).collect()).unwrap_or_default()
+    }
+
     /// Where `slot`'s actors are; 503 while this node is not an active member.
     pub fn route(&self, slot: u16) -> Result<Route, ApiError> {
         let me = &self.inner.me.id;

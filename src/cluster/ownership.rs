@@ -74,6 +74,17 @@ impl Ownership {
         self.owner(slot).is_some_and(|m| &*m.id == id)
     }
 
+    /// How many slots each member owns, in the order of `members`.
+    pub fn slot_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.members.len()];
+        for &i in &self.owners {
+            if let Some(c) = counts.get_mut(usize::from(i)) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
     /// The slots `id` owns.
     pub fn slots_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = u16> + 'a {
         (0..SLOT_COUNT).filter(move |s| self.owned_by(*s, id))

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod conn;
 pub mod cors;
+pub mod dashboard;
 pub mod demo;
 pub mod internal;
 pub mod ops;
@@ -69,6 +70,8 @@ pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
             .route("/metrics", web::get().to(ops::metrics))
+            .route("/dashboard", web::get().to(dashboard::page))
+            .route("/dashboard/data", web::get().to(dashboard::data))
             .service(
                 web::scope("/internal/v1")
                     // Batches between nodes are not bounded by the clients' body limit.

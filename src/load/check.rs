@@ -59,6 +59,8 @@ pub enum Violation {
     StuckInQueue { user: String },
     /// Requests that failed, grouped by request and answer.
     RequestFailed { what: String, detail: String, count: usize },
+    /// The server's own consistency checks failed during the run (`matchd_invariant_violations_total`).
+    ServerCounted { check: String, count: u64 },
 }
 
 impl Violation {
@@ -82,6 +84,7 @@ impl Violation {
             Violation::BadRoom { .. } => "bad_room",
             Violation::StuckInQueue { .. } => "stuck_in_queue",
             Violation::RequestFailed { .. } => "request_failed",
+            Violation::ServerCounted { .. } => "server_counted",
         }
     }
 }
@@ -114,6 +117,9 @@ impl fmt::Display for Violation {
             Violation::BadRoom { room, detail } => write!(f, "room {room}: {detail}"),
             Violation::StuckInQueue { user } => write!(f, "{user} joined the queue and never got a room"),
             Violation::RequestFailed { what, detail, count } => write!(f, "{count} x {what} failed: {detail}"),
+            Violation::ServerCounted { check, count } => {
+                write!(f, "the server counted {count} invariant violation(s) of {check} during the run")
+            }
         }
     }
 }

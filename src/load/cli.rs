@@ -75,6 +75,9 @@ pub enum Scenario {
     Churn(ChurnArgs),
     /// Server API fan-out: POST /v1/server/publish -> every connection of the listed users, beside a match event
     Publish(PublishArgs),
+    /// A mixed load for a long time (swipes, spins with skips, connects and drops, held streams),
+    /// sampling the server's memory, descriptors and threads: does anything grow?
+    Soak(SoakArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -190,6 +193,44 @@ pub struct PublishArgs {
     /// The server API's key (X-Api-Key)
     #[arg(long, env = "MATCHD_API_KEY", hide_env_values = true, default_value = "dev-api-key")]
     pub api_key: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// How long the load runs, in seconds (the run's --timeout-secs is raised to fit)
+    #[arg(long, default_value_t = 60)]
+    pub duration_secs: u64,
+    /// Seconds between two samples of the server (with --server-pid)
+    #[arg(long, default_value_t = 5)]
+    pub sample_secs: u64,
+    /// The sample at this age is the warm-up reading the end is compared with [default: a fifth
+    /// of the duration, at most 120]
+    #[arg(long)]
+    pub warmup_secs: Option<u64>,
+    /// Mutual (and some one-sided) swipe pairs started per second, over all threads
+    #[arg(long, default_value_t = 40.0)]
+    pub pairs_per_sec: f64,
+    /// Users holding a stream the whole run (even: WebSocket, odd: SSE); a fifth of the pairs
+    /// match one of them, so their streams must see every one of those matches once
+    #[arg(long, default_value_t = 8)]
+    pub held_streams: usize,
+    /// Users spinning (each holds a WebSocket): join, get a room, skip or leave, again
+    #[arg(long, default_value_t = 8)]
+    pub spinners: usize,
+    /// Pause between two joins of one spinner, in milliseconds (the server's default limit is
+    /// 10 joins per minute)
+    #[arg(long, default_value_t = 6_500)]
+    pub join_every_ms: u64,
+    /// Connect/drop cycles in flight per thread (WebSocket closed politely, WebSocket reset, SSE
+    /// dropped, in turn)
+    #[arg(long, default_value_t = 1)]
+    pub churn_in_flight: usize,
+    /// Pause after each connect/drop cycle, in milliseconds
+    #[arg(long, default_value_t = 50)]
+    pub churn_pause_ms: u64,
+    /// Pool the spinners join [default: a new pool named after the run]
+    #[arg(long)]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -80,10 +80,15 @@ pub async fn run(cli: LoadCli) -> Result<Report, LoadError> {
         }
         None => format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
     };
+    // A soak runs for as long as it is told: its hard limit is at least that, plus time to finish.
+    let timeout_secs = match &cli.scenario {
+        Scenario::Soak(a) => common.timeout_secs.max(a.duration_secs.saturating_add(scenario::soak::FINISH_SECS)),
+        _ => common.timeout_secs,
+    };
     let env = Arc::new(Env {
         targets,
         tokens: TokenSource::new(common.jwt_secret.as_deref()),
-        deadline: Instant::now() + Duration::from_secs(common.timeout_secs),
+        deadline: Instant::now() + Duration::from_secs(timeout_secs),
         common,
         run_id,
     });
@@ -95,5 +100,6 @@ pub async fn run(cli: LoadCli) -> Result<Report, LoadError> {
         Scenario::Healthz(a) => scenario::healthz::run(env, a).await,
         Scenario::Churn(a) => scenario::churn::run(env, a).await,
         Scenario::Publish(a) => scenario::publish::run(env, a).await,
+        Scenario::Soak(a) => scenario::soak::run(env, a).await,
     }
 }

@@ -1,4 +1,4 @@
-//! A process's resident memory (`/proc/<pid>/status`), open descriptors (`/proc/<pid>/fd`) and CPU time (`/proc/<pid>/task/*/schedstat`,
+//! A process's resident memory and thread count (`/proc/<pid>/status`), open descriptors (`/proc/<pid>/fd`) and CPU time (`/proc/<pid>/task/*/schedstat`,
 //! nanoseconds, all threads), Linux only.
 
 use std::time::Duration;
@@ -40,6 +40,19 @@ pub fn open_fds(pid: u32) -> Result<u64, LoadError> {
     Ok(entries.count() as u64)
 }
 
+/// `Threads` of `pid` (its live threads).
+pub fn threads(pid: u32) -> Result<u64, LoadError> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| LoadError::Setup(format!("cannot read {path} (is --server-pid a running process here?): {e}")))?;
+    parse_threads(&text).ok_or_else(|| LoadError::Setup(format!("{path} has no Threads line")))
+}
+
+fn parse_threads(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+    line.trim_start_matches("Threads:").trim().parse().ok()
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.trim_start_matches("VmRSS:").split_whitespace().next()?.parse().ok()
@@ -66,6 +79,13 @@ mod tests {
         assert_eq!(parse_vm_rss("Name:\tmatchd\nVmRSS:\t   12345 kB\nThreads: 4\n"), Some(12345));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         assert!(vm_rss_kib(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn threads_are_read_from_status_text() {
+        assert_eq!(parse_threads("Name:\tmatchd\nVmRSS:\t   12345 kB\nThreads:\t7\n"), Some(7));
+        assert_eq!(parse_threads("Name:\tx\n"), None);
+        assert!(threads(std::process::id()).unwrap() >= 1);
     }
 
     #[test]

@@ -167,6 +167,12 @@ impl RawWs {
         }
     }
 
+    /// Drops the connection abruptly: no close frame, and a TCP reset instead of a FIN (a client
+    /// that crashed or lost its network).
+    pub fn reset(self) {
+        let _ = self.stream.set_zero_linger();
+    }
+
     /// Sends one masked frame.
     pub async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         let mut frame = Vec::with_capacity(payload.len() + 14);

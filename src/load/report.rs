@@ -33,6 +33,9 @@ pub struct Report {
     pub violations_by_kind: BTreeMap<String, usize>,
     /// The first violations (all of them are counted above).
     pub violations: Vec<Violation>,
+    /// Readings taken over time (the soak's samples of the server), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<BTreeMap<String, f64>>,
 }
 
 impl Report {
@@ -51,6 +54,16 @@ impl Report {
             violations_total: 0,
             violations_by_kind: BTreeMap::new(),
             violations: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Adds a violation found outside the history (e.g. counted by the server itself).
+    pub fn violation(&mut self, v: Violation) {
+        self.violations_total += 1;
+        *self.violations_by_kind.entry(v.kind().to_string()).or_default() += 1;
+        if self.violations.len() < MAX_LISTED {
+            self.violations.push(v);
         }
     }
 
@@ -132,6 +145,18 @@ impl Report {
                     "  {:<30} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
                     name, l.count, l.mean_ms, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
                 );
+            }
+        }
+        if let Some(first) = self.samples.first() {
+            let cols: Vec<&String> = first.keys().collect();
+            let head: Vec<String> = cols.iter().map(|c| format!("{c:>12}")).collect();
+            let _ = writeln!(s, "  samples: {}", head.join(" "));
+            for sample in &self.samples {
+                let row: Vec<String> = cols
+                    .iter()
+                    .map(|c| format!("{:>12}", sample.get(*c).map_or("-".into(), |v| format_figure(*v))))
+                    .collect();
+                let _ = writeln!(s, "           {}", row.join(" "));
             }
         }
         for n in &self.notes {

@@ -50,6 +50,8 @@ struct LeaseInner {
     holding: AtomicBool,
     /// Set at shutdown: stop renewing, never acquire again.
     released: AtomicBool,
+    /// While another node holds the lease: that node's id, as its token in Redis says.
+    holder: Mutex<Option<String>>,
 }
 
 impl Lease {
@@ -63,6 +65,7 @@ impl Lease {
                 generation: AtomicU64::new(0),
                 holding: AtomicBool::new(false),
                 released: AtomicBool::new(false),
+                holder: Mutex::new(None),
             }),
         }
     }
@@ -75,6 +78,20 @@ impl Lease {
 
     pub fn held(&self) -> bool {
         self.current().is_some()
+    }
+
+    /// This node's id (the first part of its token).
+    pub fn node_id(&self) -> &str {
+        node_of_token(&self.inner.token.token)
+    }
+
+    /// The id of the node that holds the lease, when it is another node (this one is a
+    /// standby); seen on this node's last attempt to acquire it.
+    pub fn active_node(&self) -> Option<String> {
+        if self.held() {
+            return None;
+        }
+        self.inner.holder.lock().ok().and_then(|h| h.clone())
     }
 
     /// Acquires and renews the lease forever. `on_acquire` runs (and is awaited) on each new
@@ -99,8 +116,10 @@ impl Lease {
                 pipe.cmd("EVAL").arg(RENEW).arg(1).arg(&inner.token.key).arg(&inner.token.token).arg(ttl_ms);
             } else {
                 pipe.cmd("SET").arg(&inner.token.key).arg(&inner.token.token).arg("NX").arg("PX").arg(ttl_ms);
+                // Who holds it, if not us: a standby names the active node.
+                pipe.cmd("GET").arg(&inner.token.key);
             }
-            match store.run(pipe, 1).await {
+            match store.run(pipe, if held { 1 } else { 2 }).await {
                 Ok(values) => {
                     let ok = match values.first() {
                         Some(redis::Value::Int(n)) => *n == 1,
@@ -121,8 +140,20 @@ impl Lease {
                         // Counted from before the request: conservative whatever the round trip took.
                         *v = ok.then(|| sent + inner.ttl * 2 / 3);
                     }
+                    if let Ok(mut h) = inner.holder.lock() {
+                        *h = match (ok, values.get(1)) {
+                            (false, Some(v)) => super::store::text(v).map(|t| node_of_token(&t).to_string()),
+                            (false, None) => h.take(),
+                            (true, _) => None,
+                        };
+                    }
                 }
-                Err(e) => tracing::debug!(error = %e, "lease renewal failed; it lapses unless the next one succeeds"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "lease renewal failed; it lapses unless the next one succeeds");
+                    if let Ok(mut h) = inner.holder.lock() {
+                        *h = None;
+                    }
+                }
             }
             METRICS.lease_held.set(i64::from(self.held()));
             if let Some(tx) = first.take() {
@@ -147,5 +178,37 @@ impl Lease {
             Err(e) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
         }
         METRICS.lease_held.set(0);
+    }
+}
+
+/// The node id in a lease token (`<node id>:<random suffix>`, see `Lease::new`).
+pub fn node_of_token(token: &str) -> &str {
+    token.rsplit_once(':').map_or(token, |(node, _)| node)
+}
+
+/// What a standby answers (readiness and every action): it is a standby, which node is active,
+/// and how to run several active nodes instead.
+pub fn standby_message(node: &str, active: Option<&str>) -> String {
+    let active = match active {
+        Some(a) => format!("node {a} holds the ownership lease and is the active node"),
+        None => "another node holds the ownership lease".to_string(),
+    };
+    format!(
+        "node {node} is a standby: {active} on this Redis; send requests to the active node (this one takes \
+         over if it stops), or start every node with --cluster to run them all active"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_its_node() {
+        let lease = Lease::new("node:a", Duration::from_secs(1));
+        assert_eq!(node_of_token(&lease.inner.token.token), "node:a");
+        assert_eq!(node_of_token("plain"), "plain");
+        let msg = standby_message("b", Some("a"));
+        assert!(msg.contains("standby") && msg.contains("node a") && msg.contains("--cluster"), "{msg}");
     }
 }

@@ -40,7 +40,10 @@ impl Fence {
     pub fn token(&self, slots: impl Iterator<Item = u16>) -> Result<FenceToken, StoreError> {
         match self {
             Fence::Lease(lease) => {
-                let t = lease.current().ok_or(StoreError::Fenced)?;
+                let t = lease.current().ok_or_else(|| match lease.active_node() {
+                    Some(active) => StoreError::Standby { node: lease.node_id().to_string(), active },
+                    None => StoreError::Fenced,
+                })?;
                 Ok(FenceToken { keys: vec![t.key], token: std::sync::Arc::from(t.token) })
             }
             Fence::Cluster { membership, role } => {
@@ -92,6 +95,9 @@ impl From<StoreError> for ApiError {
             crate::metrics::METRICS.invariant_violations.with_label_values(&["duplicate_match_refused"]).inc();
             tracing::error!(guard = %what, "Redis refused a second active match for a pair; nothing was written");
             return ApiError::Unavailable("this pair's state changed under another owner; retry".into());
+        }
+        if let StoreError::Standby { node, active } = &e {
+            return ApiError::Unavailable(lease::standby_message(node, Some(active)));
         }
         if matches!(e, StoreError::Fenced) {
             return ApiError::Unavailable(

@@ -80,6 +80,9 @@ pub enum StoreError {
     Timeout,
     #[error("this node no longer holds the ownership lease; it may not write")]
     Fenced,
+    /// This node is a standby: another node (`active`) holds the ownership lease.
+    #[error("this node ({node}) is a standby; {active} holds the ownership lease")]
+    Standby { node: String, active: String },
     /// A guard key (one active match per pair) already holds another value: the batch would
     /// break an invariant and was refused whole.
     #[error("refused by a uniqueness guard: {0}")]

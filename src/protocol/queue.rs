@@ -10,9 +10,12 @@ pub const MAX_REGION_LEN: usize = 32;
 pub const MAX_TAGS: usize = 16;
 pub const MAX_TAG_LEN: usize = 32;
 
+/// The pool that always exists.
+pub const DEFAULT_POOL: &str = "default";
+
 fn default_pool() -> PoolName {
     // "default" is a valid pool name by construction.
-    PoolName::parse("default").unwrap_or_else(|_| unreachable!("\"default\" is a valid pool name"))
+    PoolName::parse(DEFAULT_POOL).unwrap_or_else(|_| unreachable!("\"default\" is a valid pool name"))
 }
 
 /// `POST /v1/queue` (and the WS `join_queue` action).

@@ -158,7 +158,7 @@ impl PairShard {
             return Ok(());
         }
         tracing::debug!(request_id = msg.request_id, room_id = %msg.room_id, requeue = msg.requeue, "room closed by the server API");
-        let why = CloseReasons { leaver: CLOSED_BY_SERVER, partner: CLOSED_BY_SERVER };
+        let why = CloseReasons { leaver: "closed_by_server", partner: CLOSED_BY_SERVER };
         self.close_room(&msg.room_id, None, why, [msg.requeue; 2]);
         Ok(())
     }

@@ -398,9 +398,6 @@ impl UserShard {
         // Sent before the session is registered, so it precedes every live event in the mailbox.
         // `do_send`: the first message to a fresh mailbox; its size is bounded by the log capacity.
         msg.session.recipient.do_send(Deliver::Resume { hello, missed: replay.events });
-        if entry.sessions.is_empty() {
-            METRICS.connected_users.inc();
-        }
         entry.presence_gen += 1;
         entry.sessions.push(msg.session);
         Ok(())
@@ -408,7 +405,6 @@ impl UserShard {
 
     /// The user's last connection is gone: after the grace period, give up their place.
     fn went_offline(&mut self, user: &UserId, ctx: &mut Context<Self>) {
-        METRICS.connected_users.dec();
         self.check_presence_later(user, ctx);
     }
 
@@ -755,9 +751,6 @@ impl Handler<Rehome> for UserShard {
             .collect();
         for user in moved {
             if let Some(entry) = self.users.remove(&user) {
-                if !entry.sessions.is_empty() {
-                    METRICS.connected_users.dec();
-                }
                 for s in entry.sessions {
                     s.recipient.do_send(Deliver::Close(CloseReason::ShuttingDown));
                 }
@@ -862,6 +855,22 @@ impl Handler<InspectUser> for UserShard {
         Box::pin(async move {
             rx.await.map_err(|_| ApiError::Unavailable("persistence is not reachable; retry later".into()))
         })
+    }
+}
+
+/// How many of this shard's users have at least one open connection here (`matchd_connected_users`
+/// is the sum over the shards, asked at scrape time: derived from the connections themselves, it
+/// cannot drift). A connection whose session actor has stopped no longer counts, even before its
+/// `Unsubscribe` arrives.
+#[derive(actix::Message)]
+#[rtype(result = "usize")]
+pub struct CountConnected;
+
+impl Handler<CountConnected> for UserShard {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountConnected, _: &mut Context<Self>) -> usize {
+        self.users.values().filter(|e| e.sessions.iter().any(|s| s.recipient.connected())).count()
     }
 }
 

@@ -1103,6 +1103,19 @@ async fn a_joining_or_leaving_node_moves_only_its_share_of_slots_and_nothing_is_
     assert_eq!(after.iter().sum::<u64>(), 16_384, "{after:?}");
     assert!(after[0] <= before[0] && after[1] <= before[1], "an old node gained slots: {before:?} -> {after:?}");
     assert!((4_500..6_500).contains(&after[2]), "the new node took {} slots", after[2]);
+    // The dashboard of any node lists every member with the slots it owns.
+    let data = cluster
+        .api(joined)
+        .send(cluster.api(joined).request(awc::http::Method::GET, "/dashboard/data"), None)
+        .await
+        .ok();
+    let nodes = data["nodes"].as_array().unwrap_or_else(|| panic!("no nodes in {data}"));
+    assert_eq!(nodes.len(), 3, "{data}");
+    let slots: Vec<u64> = nodes.iter().map(|n| n["owned_slots"].as_u64().unwrap()).collect();
+    assert_eq!(slots.iter().sum::<u64>(), 16_384, "{data}");
+    let mine = nodes.iter().find(|n| n["self"] == true).unwrap_or_else(|| panic!("no self in {data}"));
+    assert_eq!(mine["owned_slots"].as_u64(), Some(after[2]), "{data}");
+    assert_eq!(data["node"]["mode"], "cluster");
 
     let started = Instant::now();
     cluster.stop(1, Duration::from_secs(15)).await;

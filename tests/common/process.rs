@@ -57,6 +57,23 @@ impl MatchdProcess {
         p
     }
 
+    /// `matchd --listen 127.0.0.1:<free port> <args>`, waited for until healthy (`/healthz`).
+    pub fn start(args: &[&str]) -> MatchdProcess {
+        let mut p = MatchdProcess {
+            port: free_port(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _dir: None,
+        };
+        p.spawn();
+        p
+    }
+
+    /// The process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A cluster node on the Redis (or Redis Cluster seed list) at `url`.
     pub fn cluster_node_on(url: &str) -> MatchdProcess {
         let dir = tempfile::tempdir().unwrap();

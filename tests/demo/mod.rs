@@ -263,3 +263,146 @@ async fn two_browsers_match_spin_and_skip_on_the_demo_page() {
     eprintln!("demo browser test: browsers ready in {opened:?}, whole test {:?}", started.elapsed());
     server.shutdown().await;
 }
+
+/// Checks that `png` is a well-formed PNG (signature, every chunk's CRC, IHDR first, IEND last) of
+/// the given size, and not trivial (large enough to hold more than a blank page). Returns its
+/// width and height.
+fn assert_valid_png(png: &[u8]) -> (u32, u32) {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG signature");
+    let (mut at, mut kinds, mut size) = (8, Vec::new(), (0, 0));
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let kind = &png[at + 4..at + 8];
+        let data = &png[at + 8..at + 8 + len];
+        let crc = u32::from_be_bytes(png[at + 8 + len..at + 12 + len].try_into().unwrap());
+        assert_eq!(crc, crc32(&png[at + 4..at + 8 + len]), "bad CRC in chunk {}", String::from_utf8_lossy(kind));
+        if kind == b"IHDR" {
+            size = (
+                u32::from_be_bytes(data[0..4].try_into().unwrap()),
+                u32::from_be_bytes(data[4..8].try_into().unwrap()),
+            );
+        }
+        kinds.push(String::from_utf8_lossy(kind).to_string());
+        at += 12 + len;
+    }
+    assert_eq!(at, png.len(), "trailing bytes after the last chunk");
+    assert_eq!(kinds.first().map(String::as_str), Some("IHDR"), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("IEND"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "IDAT"), "{kinds:?}");
+    assert!(size.0 >= 800 && size.1 >= 600, "screenshot is only {size:?}");
+    assert!(png.len() > 20_000, "a {} byte screenshot is nearly blank", png.len());
+    size
+}
+
+/// The operations dashboard in headless Chromium: it loads, polls its JSON, and draws its charts
+/// with the traffic a few users make (matches, rooms, skips, open streams); a screenshot is taken.
+#[actix_rt::test]
+async fn the_dashboard_draws_live_charts_from_the_servers_metrics() {
+    let _trace = common::trace_init();
+    let mut config = common::config();
+    config.limits.joins_per_minute = 1000;
+    config.limits.skips_per_minute = 1000;
+    config.pools = toml::from_str("[interview]\nrating_tolerance = 100\n").unwrap();
+    let server = TestServer::start(config).await;
+    let api = server.api();
+    let base = format!("http://{}", server.addr());
+
+    // Traffic over a few seconds, so the once-a-second samples see rates.
+    let names: Vec<String> = (0..8).map(|i| format!("dash{i}")).collect();
+    let tokens: Vec<String> = futures_util::future::join_all(names.iter().map(|u| api.token(u))).await;
+    let conns: Vec<common::Conn> = futures_util::future::join_all(tokens.iter().map(|t| api.ws(t))).await;
+    let traffic = async {
+        for round in 0..4 {
+            for k in 0..5 {
+                api.mutual_match(&format!("dm{round}-{k}a"), &format!("dm{round}-{k}b")).await;
+            }
+            let (a, b) = (&tokens[2 * (round % 4)], &tokens[2 * (round % 4) + 1]);
+            api.post_json("/v1/queue", Some(a), &serde_json::json!({"pool": "interview"})).await;
+            let room = api.post_json("/v1/queue", Some(b), &serde_json::json!({"pool": "interview"})).await.ok();
+            let room_id = room["room"]["room_id"].as_str().expect("the second join is paired").to_string();
+            api.post_json(&format!("/v1/rooms/{room_id}/skip"), Some(a), &serde_json::json!({"requeue": false}))
+                .await
+                .ok();
+            api.delete("/v1/queue", b).await;
+            actix_rt::time::sleep(Duration::from_millis(700)).await;
+        }
+    };
+    traffic.await;
+
+    // The JSON first: this node owns every slot, both pools are there, the figures moved.
+    let data = api.send(api.request(Method::GET, "/dashboard/data"), None).await.ok();
+    assert_eq!(data["nodes"][0]["owned_slots"], 16384, "{data}");
+    assert_eq!(data["nodes"][0]["self"], true);
+    assert_eq!(data["connected_users"], 8, "{data}");
+    assert!(data["totals"]["matches"].as_u64().unwrap() >= 20, "{data}");
+    let pools: Vec<&str> = data["pools"].as_array().unwrap().iter().filter_map(|p| p["pool"].as_str()).collect();
+    assert!(pools.contains(&"default") && pools.contains(&"interview"), "{pools:?}");
+    let series = &data["series"]["matches_per_sec"];
+    assert!(series.as_array().unwrap().iter().any(|v| v.as_f64().unwrap_or(0.0) > 0.0), "no match rate in {series}");
+
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser("dashboard").await;
+    browser.goto(&format!("{base}/dashboard")).await;
+    browser.wait("three polls", "return +(document.body.dataset.polls || 0) >= 3;", UI_TIMEOUT).await;
+    // Every chart has drawn its lines, and the rate chart shows matches.
+    for chart in ["c-rates", "c-connections", "c-latency"] {
+        let drawn = browser.js(&format!("return +document.getElementById('{chart}').dataset.drawn;")).await;
+        assert!(drawn.as_f64().unwrap_or(0.0) >= 1.0, "{chart} drew no line: {drawn}");
+    }
+    let points = browser
+        .js("return +document.querySelector('#c-rates polyline[data-series=matches_per_sec]').dataset.points;")
+        .await;
+    assert!(points.as_f64().unwrap() >= 5.0, "the matches line has {points} points");
+    let peak = browser.js("return +document.getElementById('c-rates').dataset.max;").await;
+    assert!(peak.as_f64().unwrap() > 0.0, "the rate chart is flat: {peak}");
+    let users = browser.js("return document.getElementById('t-users').textContent;").await;
+    assert_eq!(users, "8");
+    let slots = browser.js("return document.querySelector('#nodes tbody td.num').textContent;").await;
+    assert_eq!(slots, "16384");
+    let interview = browser
+        .wait(
+            "the interview pool row",
+            "const r = document.querySelector('#pools tr[data-pool=interview]'); return r && r.innerText;",
+            UI_TIMEOUT,
+        )
+        .await;
+    assert!(interview.as_str().unwrap().contains("interview"), "{interview}");
+    assert_eq!(browser.js("return document.getElementById('error').textContent;").await, "");
+
+    let png = browser.screenshot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard.png");
+    std::fs::write(&file, &png).unwrap();
+    let (w, h) = assert_valid_png(&std::fs::read(&file).unwrap());
+    eprintln!("dashboard screenshot: {} ({w}x{h}, {} bytes)", file.display(), png.len());
+    if let Ok(keep) = std::env::var("MATCHD_SCREENSHOT_DIR") {
+        std::fs::copy(&file, std::path::Path::new(&keep).join("dashboard.png")).unwrap();
+    }
+    browser.quit().await;
+    drop(conns);
+    server.shutdown().await;
+}
+
+/// Outside dev mode (a real secret, no dashboard key) the dashboard is not served at all.
+#[actix_rt::test]
+async fn the_dashboard_is_not_served_outside_dev_mode_without_a_key() {
+    let _trace = common::trace_init();
+    let mut config = common::config();
+    config.jwt_secret = Some("a-real-secret-of-enough-length".into());
+    let server = TestServer::start(config).await;
+    let api = server.api();
+    for path in ["/dashboard", "/dashboard/data", "/dashboard/data?key=dev-api-key"] {
+        api.send(api.request(Method::GET, path), None).await.assert_error(404, "not_found");
+    }
+    server.shutdown().await;
+}

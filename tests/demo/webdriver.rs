@@ -228,6 +228,13 @@ impl Browser {
         }
     }
 
+    /// A PNG of the current viewport (WebDriver's base64 screenshot, decoded).
+    pub async fn screenshot(&self) -> Vec<u8> {
+        let value = self.cmd("GET", "/screenshot", None).await;
+        let text = value.as_str().unwrap_or_else(|| panic!("{}: screenshot is not a string: {value:.200}", self.label));
+        base64_decode(text).unwrap_or_else(|| panic!("{}: the screenshot is not base64", self.label))
+    }
+
     /// Ends the session (Chromium quits).
     pub async fn quit(mut self) {
         self.cmd("DELETE", "", None).await;
@@ -277,4 +284,42 @@ fn kill_processes_using(marker: &str) {
             let _ = Command::new("kill").args(["-KILL", pid]).stderr(Stdio::null()).status();
         }
     }
+}
+
+/// Standard base64 (with padding, no line breaks), as WebDriver returns screenshots.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for chunk in bytes.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&b| b == b'=').count();
+        let mut n = 0u32;
+        for &b in &chunk[..4 - pad] {
+            n = (n << 6) | value(b)?;
+        }
+        n <<= 6 * pad as u32;
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[test]
+fn base64_decodes_like_the_rfc() {
+    assert_eq!(base64_decode("Zm9vYmFy").unwrap(), b"foobar");
+    assert_eq!(base64_decode("Zm9vYg==").unwrap(), b"foob");
+    assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
+    assert!(base64_decode("Zm9").is_none());
 }

@@ -141,3 +141,44 @@ async fn redis_refuses_a_second_active_match_for_a_pair_and_writes_nothing_of_th
     assert_eq!(values[1], redis::Value::BulkString(b"match-1".to_vec()));
     assert_eq!(values[2], redis::Value::Int(0));
 }
+
+/// A second node on the same Redis without `--cluster` can reach Redis: it is a standby. It says
+/// so, names the active node, and says how to run several active nodes, on `/readyz` and on every
+/// action (the contract's 503 `unavailable`).
+#[actix_rt::test]
+async fn a_standby_says_it_is_one_and_names_the_active_node() {
+    let _trace = crate::common::trace_init();
+    let redis = RedisServer::start();
+    let active = MatchdProcess::with_redis(&redis);
+    let standby = MatchdProcess::standby_with_redis(&redis);
+    let (_, body) = active.get("/readyz").unwrap();
+    let active_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["node"].as_str().unwrap().to_string();
+
+    let (status, body) = standby.get("/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["status"], "standby", "{ready}");
+    assert_eq!(ready["active_node"], active_id.as_str(), "{ready}");
+    assert_eq!(ready["error"]["code"], "unavailable", "{ready}");
+    let message = ready["error"]["message"].as_str().unwrap();
+    assert!(message.contains("standby") && message.contains("--cluster"), "{message}");
+
+    let b = Api::new(&standby.base_url(), &standby.ws_url());
+    let token = b.token("sb1").await;
+    let reply = b.post_json("/v1/swipes", Some(&token), &json!({"target": "sb2", "direction": "right"})).await;
+    reply.assert_error(503, "unavailable");
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("standby"), "{message}");
+    assert!(message.contains(&format!("node {active_id}")), "the active node is not named: {message}");
+    assert!(message.contains("--cluster"), "{message}");
+    assert!(!message.contains("cannot reach"), "{message}");
+    let reply = b.post_json("/v1/queue", Some(&token), &json!({})).await;
+    reply.assert_error(503, "unavailable");
+    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("standby"));
+
+    // The active node keeps working, and stays ready.
+    let a = Api::new(&active.base_url(), &active.ws_url());
+    let ta = a.token("sb1").await;
+    assert_eq!(a.try_swipe(&ta, "sb2", "act-1").await.unwrap().1["status"], "pending");
+    assert_eq!(active.status("/readyz"), Some(200));
+}

@@ -9,8 +9,12 @@ use crate::common;
 
 /// Runs `matchd-load <args>` against `server` with small, test-sized client settings.
 async fn load(server: &matchd::Running, args: &[&str]) -> Report {
-    let base = server.base_url();
-    let mut argv = vec!["matchd-load", "--url", &base, "--threads", "2", "--concurrency", "16", "--timeout-secs", "60"];
+    load_at(&server.base_url(), args).await
+}
+
+/// Like `load`, against the server at `base`.
+async fn load_at(base: &str, args: &[&str]) -> Report {
+    let mut argv = vec!["matchd-load", "--url", base, "--threads", "2", "--concurrency", "16", "--timeout-secs", "60"];
     argv.extend_from_slice(args);
     let report = run(LoadCli::try_parse_from(argv).unwrap()).await.unwrap();
     assert!(report.ok(), "the load tool found violations:\n{}", report.human());
@@ -111,4 +115,60 @@ async fn healthz_rate_is_measured() {
     let report = load(&server, &["healthz", "--requests", "300"]).await;
     assert_eq!(report.counts["healthz_ok"], 300);
     server.shutdown().await;
+}
+
+/// A short soak against a real `matchd` process with Redis and a short cache idle time (so
+/// eviction runs): every kind of load happens, the server is sampled, the invariants hold.
+#[actix_rt::test]
+async fn a_short_soak_mixes_every_load_and_samples_the_server() {
+    let _trace = common::trace_init();
+    let redis = common::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("soak.toml");
+    std::fs::write(&config, "[timeouts]\nlease_ms = 1000\ncache_idle_ms = 1000\n").unwrap();
+    let url = redis.url();
+    let args = ["--redis", &url, "--workers", "1", "--shards", "2", "--config", config.to_str().unwrap()];
+    let node = common::process::MatchdProcess::start(&args);
+    node.wait_ready(std::time::Duration::from_secs(10));
+    let pid = node.pid().unwrap().to_string();
+    let soak = [
+        "--server-pid",
+        &pid,
+        "soak",
+        "--duration-secs",
+        "6",
+        "--sample-secs",
+        "1",
+        "--warmup-secs",
+        "2",
+        "--pairs-per-sec",
+        "30",
+        "--held-streams",
+        "4",
+        "--spinners",
+        "6",
+        "--join-every-ms",
+        "1500",
+    ];
+    let report = load_at(&node.base_url(), &soak).await;
+    let human = report.human();
+    for count in ["swipe_requests", "matches", "skips", "churn_cycles", "held_stream_events", "unmatches"] {
+        assert!(report.counts[count] > 0, "no {count}:\n{human}");
+    }
+    assert!(report.counts["samples"] >= 6, "{human}");
+    assert!(report.samples.iter().all(|s| s["rss_kib"] > 0.0 && s["fds"] > 0.0 && s["threads"] > 0.0), "{human}");
+    for figure in ["rss_warmup_kib", "rss_end_kib", "rss_end_over_warmup", "fds_end_over_warmup", "threads_end"] {
+        assert!(report.figures.contains_key(figure), "no {figure}:\n{human}");
+    }
+    assert!(report.notes.iter().any(|n| n.contains("server RSS end/warm-up")), "{human}");
+    // The server's own checks stayed at zero (a violation would have failed `load_at`).
+    assert!(!report.violations_by_kind.contains_key("server_counted"));
+    // Eviction ran in the server meanwhile.
+    let (_, metrics) = node.get("/metrics").unwrap();
+    let evicted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("matchd_cache_evictions_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(evicted > 0.0, "no cache eviction during the soak");
 }

@@ -79,6 +79,19 @@ pub enum Joined {
 
 /// `POST /v1/queue`; records the join (expecting a room) and its latency under `join_http`.
 pub async fn join(http: &Http, rec: &RefCell<Recorder>, token: &str, user: &str, pool: &str) -> Joined {
+    join_expecting(http, rec, token, user, pool, true).await
+}
+
+/// `join`, saying whether the checker may expect a room for it (a join into a pool where
+/// nobody else may be waiting need not get one).
+pub async fn join_expecting(
+    http: &Http,
+    rec: &RefCell<Recorder>,
+    token: &str,
+    user: &str,
+    pool: &str,
+    expect_room: bool,
+) -> Joined {
     let sent = Instant::now();
     let res = http.post("/v1/queue", Some(token), &json!({ "pool": pool })).await;
     let done = Instant::now();
@@ -118,14 +131,7 @@ pub async fn join(http: &Http, rec: &RefCell<Recorder>, token: &str, user: &str,
         _ => None,
     };
     if !matches!(outcome, Joined::Failed) {
-        r.history.joins.push(JoinRecord {
-            user: user.to_string(),
-            sent,
-            done,
-            room,
-            expect_room: true,
-            previous_room: None,
-        });
+        r.history.joins.push(JoinRecord { user: user.to_string(), sent, done, room, expect_room, previous_room: None });
     }
     outcome
 }

@@ -117,7 +117,7 @@ pub async fn run(env: Arc<Env>, args: ChurnArgs) -> Result<Report, LoadError> {
 }
 
 /// The socket address of a target's base URL (`http://host:port`).
-async fn socket_addr(base: &str) -> Result<SocketAddr, LoadError> {
+pub(super) async fn socket_addr(base: &str) -> Result<SocketAddr, LoadError> {
     let authority = base.trim_start_matches("http://").split('/').next().unwrap_or_default();
     let mut found = tokio::net::lookup_host(authority)
         .await

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod healthz;
 pub mod idle;
 pub mod publish;
+pub mod soak;
 pub mod spin;
 pub mod swipes;
 
