@@ -99,8 +99,9 @@ pub struct SwipesArgs {
     pub compare_healthz: bool,
 }
 
+/// The connected users of `delivery` and `publish`.
 #[derive(Debug, Clone, Args)]
-pub struct DeliveryArgs {
+pub struct Audience {
     /// Connected users
     #[arg(long, default_value_t = 1000)]
     pub users: usize,
@@ -110,6 +111,12 @@ pub struct DeliveryArgs {
     /// Fraction of users whose tabs use SSE instead of WebSocket
     #[arg(long, default_value_t = 0.0)]
     pub sse_fraction: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryArgs {
+    #[command(flatten)]
+    pub audience: Audience,
     /// Mutual pairs to swipe [default: users / 2]
     #[arg(long)]
     pub pairs: Option<usize>,
@@ -166,15 +173,9 @@ pub struct ChurnArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PublishArgs {
-    /// Connected users (the publishes go to them, evenly)
-    #[arg(long, default_value_t = 1000)]
-    pub users: usize,
-    /// Connections (tabs) per user
-    #[arg(long, default_value_t = 1)]
-    pub tabs: usize,
-    /// Fraction of users whose tabs use SSE instead of WebSocket
-    #[arg(long, default_value_t = 0.0)]
-    pub sse_fraction: f64,
+    /// The publishes go to these users, evenly.
+    #[command(flatten)]
+    pub audience: Audience,
     /// Users per publish call: one timed phase per value (repeat, or separate by commas)
     #[arg(long, value_delimiter = ',', default_value = "1,100")]
     pub users_per_call: Vec<usize>,

@@ -49,6 +49,26 @@ async fn inspect(api: &Api, user: &str) -> Value {
     server_call(api, Method::GET, &format!("/v1/server/users/{user}"), Some(DEV_KEY), None).await.ok()
 }
 
+/// Asks the users endpoint until `check` holds (what it waits for happens soon after an answer).
+async fn inspect_until(api: &Api, user: &str, what: &str, check: impl Fn(&Value) -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let view = inspect(api, user).await;
+        if check(&view) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{user}: not {what} within {TIMEOUT:?}: {view}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A test server whose users may join queues as often as the tests need.
+async fn spin_server() -> TestServer {
+    let mut config = common::config();
+    config.limits.joins_per_minute = 1000;
+    TestServer::start(config).await
+}
+
 async fn close_room(api: &Api, room_id: &str, body: Option<&Value>) -> Reply {
     server_call(api, Method::POST, &format!("/v1/server/rooms/{room_id}/close"), Some(DEV_KEY), body).await
 }
@@ -257,9 +277,7 @@ async fn the_server_api_is_off_without_a_key_unless_in_dev_mode() {
 #[actix_rt::test]
 async fn the_users_endpoint_tells_place_matches_connections_and_last_event_id() {
     let _trace = common::trace_init();
-    let mut config = common::config();
-    config.limits.joins_per_minute = 1000;
-    let server = TestServer::start(config).await;
+    let server = spin_server().await;
     let api = server.api();
     let idle =
         json!({"user": "insp-nobody", "place": {"state": "idle"}, "matches": 0, "connections": 0, "last_event_id": 0});
@@ -294,11 +312,7 @@ async fn the_users_endpoint_tells_place_matches_connections_and_last_event_id() 
 
     // A closed stream stops counting (a WebSocket: its close is seen at once).
     a.close().await;
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while inspect(&api, "insp-1").await["connections"] != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "a closed stream still counts");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    inspect_until(&api, "insp-1", "a closed stream no longer counted", |v| v["connections"] == 1).await;
     server.shutdown().await;
 }
 
@@ -315,9 +329,7 @@ async fn room_of(api: &Api, pool: &str, a: (&str, &Conn), b: (&str, &Conn)) -> S
 #[actix_rt::test]
 async fn closing_a_room_tells_both_members_once_and_requeues_only_when_asked() {
     let _trace = common::trace_init();
-    let mut config = common::config();
-    config.limits.joins_per_minute = 1000;
-    let server = TestServer::start(config).await;
+    let server = spin_server().await;
     let api = server.api();
     let mut users = Vec::new();
     for u in ["close-a", "close-b", "close-c", "close-d"] {
@@ -352,15 +364,8 @@ async fn closing_a_room_tells_both_members_once_and_requeues_only_when_asked() {
     let got = exactly(&[cc, cd], "room_closed", 1).await;
     assert_eq!(got[0][0]["data"]["reason"], "closed_by_server");
     for user in [uc, ud] {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let place = inspect(&api, user).await["place"].clone();
-            if place == json!({"state": "queued", "pool": "closing2"}) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{user} was not requeued: {place}");
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
+        let requeued = |v: &Value| v["place"] == json!({"state": "queued", "pool": "closing2"});
+        inspect_until(&api, user, "requeued", requeued).await;
     }
 
     // Unknown rooms, malformed ids and slots no id can carry: 404, and the server stays up.

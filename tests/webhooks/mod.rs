@@ -75,12 +75,22 @@ async fn each_event_arrives_once_signed_after_the_receiver_fails_twice() {
     let room = api.post_json("/v1/queue", Some(&t4), &json!({})).await.ok();
     let room_id = room["room"]["room_id"].as_str().unwrap().to_string();
     api.post_json(&format!("/v1/rooms/{room_id}/skip"), Some(&t3), &json!({"requeue": false})).await.ok();
+    // A room the app's backend closes (server API): no member closed it.
+    let (t5, t6) = (api.token("w5").await, api.token("w6").await);
+    // (Its own pool: w4 was requeued into the default one.)
+    api.post_json("/v1/queue", Some(&t5), &json!({"pool": "hooks"})).await;
+    let room = api.post_json("/v1/queue", Some(&t6), &json!({"pool": "hooks"})).await.ok();
+    let closed_id = room["room"]["room_id"].as_str().unwrap().to_string();
+    let close = api.request(awc::http::Method::POST, &format!("/v1/server/rooms/{closed_id}/close"));
+    api.send(close.insert_header(("X-Api-Key", "dev-api-key")), None).await.ok();
 
     let expected = [
         (format!("match.created:{match_id}"), "match.created"),
         (format!("match.ended:{match_id}"), "match.ended"),
         (format!("room.created:{room_id}"), "room.created"),
         (format!("room.closed:{room_id}"), "room.closed"),
+        (format!("room.created:{closed_id}"), "room.created"),
+        (format!("room.closed:{closed_id}"), "room.closed"),
     ];
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
@@ -115,4 +125,6 @@ fn check(seen: &Seen, expected: &[(String, &str)], m: &Value) {
     assert_eq!(seen.delivered[&expected[1].0][0]["data"]["by"], "w1");
     assert_eq!(seen.delivered[&expected[3].0][0]["data"]["reason"], "skipped");
     assert_eq!(seen.delivered[&expected[3].0][0]["data"]["by"], "w3");
+    assert_eq!(seen.delivered[&expected[5].0][0]["data"]["reason"], "closed_by_server");
+    assert_eq!(seen.delivered[&expected[5].0][0]["data"]["by"], Value::Null);
 }

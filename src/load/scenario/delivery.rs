@@ -13,11 +13,13 @@ use tokio::time::Instant;
 
 use super::actions::{self, Swipe};
 use super::{check_fraction, first_fraction, open_streams, wait_for, Env, Recorder, StreamSpec};
-use crate::load::cli::DeliveryArgs;
+use crate::load::cli::{Audience, DeliveryArgs};
 use crate::load::error::LoadError;
 use crate::load::history::{History, StreamRecord, Transport};
+use crate::load::http::Http;
 use crate::load::report::Report;
 use crate::load::stats::Latency;
+use crate::load::stream::StreamHandle;
 use crate::load::wire::EventBody;
 use crate::load::workers::{self, WorkerCtx};
 
@@ -96,7 +98,7 @@ pub fn match_latencies(h: &History) -> MatchLatencies {
 /// swipe, then the deciding one. User i's requests go to target i mod n.
 pub async fn swipe_pairs<'a>(
     env: &Env,
-    https: &[crate::load::http::Http],
+    https: &[Http],
     rec: &RefCell<Recorder>,
     token: &impl Fn(&str) -> &'a str,
     kind: &str,
@@ -118,13 +120,11 @@ pub async fn swipe_pairs<'a>(
 }
 
 pub async fn run(env: Arc<Env>, args: DeliveryArgs) -> Result<Report, LoadError> {
-    check_fraction("--sse-fraction", args.sse_fraction)?;
-    if args.users < 2 || args.tabs == 0 {
-        return Err(LoadError::Usage("--users must be at least 2 and --tabs at least 1".into()));
-    }
-    let pairs = args.pairs.unwrap_or(args.users / 2);
-    if pairs == 0 || pairs > args.users / 2 {
-        return Err(LoadError::Usage(format!("--pairs must be between 1 and users / 2 = {}", args.users / 2)));
+    check_audience(&args.audience)?;
+    let users = args.audience.users;
+    let pairs = args.pairs.unwrap_or(users / 2);
+    if pairs == 0 || pairs > users / 2 {
+        return Err(LoadError::Usage(format!("--pairs must be between 1 and users / 2 = {}", users / 2)));
     }
     let shared = (env.clone(), Arc::new(args.clone()));
     let parts = workers::run(env.common.threads, env.deadline, move |ctx| {
@@ -137,19 +137,12 @@ pub async fn run(env: Arc<Env>, args: DeliveryArgs) -> Result<Report, LoadError>
         rec.merge(p);
     }
     let mut report = Report::new("delivery", &env);
-    report.param("users", args.users);
-    report.param("tabs", args.tabs);
-    report.param("sse_fraction", args.sse_fraction);
+    report_audience(&args.audience, &rec, &mut report);
     report.param("pairs", pairs);
     report.param("pairs_in_flight_per_thread", args.pairs_in_flight);
-    let ready = rec.history.streams.iter().filter(|s| s.hello.is_some()).count();
-    report.count("connections_ready", ready as u64);
     report.count("swipe_requests", rec.history.swipes.len() as u64);
     if let Some(r) = rec.rate("pairs", "swipes") {
         report.rate("pairs_per_sec", r);
-    }
-    if let Some(s) = rec.seconds("connect") {
-        report.rate("connect_seconds", s);
     }
     match_latencies(&rec.history).report(&mut report);
     report.latencies(&rec);
@@ -157,38 +150,84 @@ pub async fn run(env: Arc<Env>, args: DeliveryArgs) -> Result<Report, LoadError>
     Ok(report)
 }
 
-async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: WorkerCtx) -> Result<Recorder, LoadError> {
-    let http = env.http();
-    let https = env.https(&http);
-    // A pair's two users live on the same thread: user i belongs to group i / 2. User i's requests
-    // and streams go to target i mod n, so with several targets a pair's users are on different ones.
-    let users: Vec<usize> = (0..args.users).filter(|&i| ctx.owns(i / 2)).collect();
-    let names: Vec<String> = users.iter().map(|&i| env.user("d", i)).collect();
-    let tokens: HashMap<String, String> =
-        names.iter().cloned().zip(env.tokens.tokens(&http, &names, env.concurrency()).await?).collect();
-    let token = |u: &str| tokens.get(u).map(String::as_str).unwrap_or_default();
-    let sse_users = first_fraction(args.users, args.sse_fraction);
+/// One thread's share of an `Audience`: users `<kind>i` (a pair's two users on the same thread:
+/// user i belongs to group i / 2), each with its tabs open and ready, and every target warmed up.
+/// User i's requests and streams go to target i mod n, so with several targets a pair's users are
+/// on different ones.
+pub struct Connected {
+    pub tokens: HashMap<String, String>,
+    pub streams: Vec<StreamHandle>,
+    /// Sending `true` stops the streams.
+    pub stop: watch::Sender<bool>,
+}
 
-    let mut rec = Recorder::default();
+impl Connected {
+    pub fn token(&self, user: &str) -> &str {
+        self.tokens.get(user).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// Checks an audience's flags.
+pub fn check_audience(a: &Audience) -> Result<(), LoadError> {
+    check_fraction("--sse-fraction", a.sse_fraction)?;
+    if a.users < 2 || a.tabs == 0 {
+        return Err(LoadError::Usage("--users must be at least 2 and --tabs at least 1".into()));
+    }
+    Ok(())
+}
+
+/// Reports an audience's flags and how many of its connections became ready.
+pub fn report_audience(a: &Audience, rec: &Recorder, report: &mut Report) {
+    report.param("users", a.users);
+    report.param("tabs", a.tabs);
+    report.param("sse_fraction", a.sse_fraction);
+    let ready = rec.history.streams.iter().filter(|s| s.hello.is_some()).count();
+    report.count("connections_ready", ready as u64);
+    if let Some(s) = rec.seconds("connect") {
+        report.rate("connect_seconds", s);
+    }
+}
+
+/// Connects this thread's share of `audience` (span `connect`; failures go to the history).
+pub async fn connect(
+    env: &Env,
+    ctx: &WorkerCtx,
+    https: &[Http],
+    kind: &str,
+    audience: &Audience,
+    rec: &mut Recorder,
+) -> Result<Connected, LoadError> {
+    let http = &https[0];
+    let users: Vec<usize> = (0..audience.users).filter(|&i| ctx.owns(i / 2)).collect();
+    let names: Vec<String> = users.iter().map(|&i| env.user(kind, i)).collect();
+    let tokens: HashMap<String, String> =
+        names.iter().cloned().zip(env.tokens.tokens(http, &names, env.concurrency()).await?).collect();
+    let sse_users = first_fraction(audience.users, audience.sse_fraction);
     let (stop, _) = watch::channel(false);
     let mut specs = Vec::new();
     for (&i, name) in users.iter().zip(&names) {
         let transport = if i < sse_users { Transport::Sse } else { Transport::Ws };
-        for tab in 0..args.tabs {
-            specs.push(StreamSpec {
-                token: token(name).to_string(),
-                record: StreamRecord::new(name, tab, transport),
-                target: i,
-            });
+        for tab in 0..audience.tabs {
+            let token = tokens.get(name).cloned().unwrap_or_default();
+            specs.push(StreamSpec { token, record: StreamRecord::new(name, tab, transport), target: i });
         }
     }
     let connect_start = Instant::now();
-    let streams = open_streams(&env, &http, specs, &stop, &mut rec.history).await;
+    let streams = open_streams(env, http, specs, &stop, &mut rec.history).await;
     wait_for(env.settle_deadline(), || streams.iter().all(|s| s.settled())).await;
     rec.span("connect", connect_start, Instant::now());
-    for http in &https {
+    for http in https {
         super::healthz::warm_up(http, env.concurrency()).await;
     }
+    Ok(Connected { tokens, streams, stop })
+}
+
+async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: WorkerCtx) -> Result<Recorder, LoadError> {
+    let http = env.http();
+    let https = env.https(&http);
+    let mut rec = Recorder::default();
+    let c = connect(&env, &ctx, &https, "d", &args.audience, &mut rec).await?;
+    let token = |u: &str| c.token(u);
 
     let my_pairs: Vec<usize> = (0..pairs).filter(|&k| ctx.owns(k)).collect();
     ctx.sync("swipes").await?;
@@ -201,6 +240,6 @@ async fn worker(env: Arc<Env>, args: Arc<DeliveryArgs>, pairs: usize, ctx: Worke
     rec.add("pairs", my_pairs.len() as u64);
 
     // Every connected user of a matched pair must hear of it; wait for that, then a little longer.
-    super::settle_match_events(&env, &mut rec, streams, &stop).await;
+    super::settle_match_events(&env, &mut rec, c.streams, &c.stop).await;
     Ok(rec)
 }

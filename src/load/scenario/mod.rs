@@ -211,7 +211,6 @@ pub async fn open_streams(
     handles
 }
 
-/// Polls `done` until it holds or `until` passes. Returns whether it held.
 /// Waits until every open stream of a user whose pair matched (per the recorded answers) has its
 /// `match` event (or the settle deadline passes), lets late duplicates arrive for `GRACE`, then
 /// closes the streams and records what each saw.
@@ -221,6 +220,24 @@ pub async fn settle_match_events(
     streams: Vec<crate::load::stream::StreamHandle>,
     stop: &tokio::sync::watch::Sender<bool>,
 ) {
+    wait_match_events(env, rec, &streams).await;
+    close_streams(rec, streams, stop).await;
+}
+
+/// Lets late duplicates arrive for `GRACE`, then closes the streams (`stop`) and records what each saw.
+pub async fn close_streams(
+    rec: &mut Recorder,
+    streams: Vec<crate::load::stream::StreamHandle>,
+    stop: &tokio::sync::watch::Sender<bool>,
+) {
+    tokio::time::sleep(GRACE).await;
+    stop.send_replace(true);
+    rec.history.streams.extend(crate::load::stream::finish(streams).await);
+}
+
+/// Waits until every open stream of a user whose pair matched (per the recorded answers) has its
+/// `match` event, or the settle deadline passes.
+pub async fn wait_match_events(env: &Env, rec: &Recorder, streams: &[crate::load::stream::StreamHandle]) {
     let matched: std::collections::HashSet<&str> = rec
         .history
         .swipes
@@ -237,11 +254,9 @@ pub async fn settle_match_events(
         })
     })
     .await;
-    tokio::time::sleep(GRACE).await;
-    stop.send_replace(true);
-    rec.history.streams.extend(crate::load::stream::finish(streams).await);
 }
 
+/// Polls `done` until it holds or `until` passes. Returns whether it held.
 pub async fn wait_for(until: Instant, mut done: impl FnMut() -> bool) -> bool {
     loop {
         if done() {

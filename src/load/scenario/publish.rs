@@ -12,14 +12,13 @@ use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 use serde_json::json;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::delivery::{match_latencies, swipe_pairs};
-use super::{check_fraction, first_fraction, note_cpu, open_streams, report_cpu, wait_for, Env, Recorder, StreamSpec};
+use super::delivery::{check_audience, connect, match_latencies, report_audience, swipe_pairs};
+use super::{note_cpu, report_cpu, wait_for, Env, Recorder};
 use crate::load::cli::PublishArgs;
 use crate::load::error::LoadError;
-use crate::load::history::{History, PublishRecord, StreamRecord, Transport};
+use crate::load::history::{History, PublishRecord, StreamRecord};
 use crate::load::report::Report;
 use crate::load::stats::Latency;
 use crate::load::wire::EventBody;
@@ -101,18 +100,19 @@ pub fn publish_latencies(h: &History, n: usize) -> PublishLatencies {
 }
 
 pub async fn run(env: Arc<Env>, args: PublishArgs) -> Result<Report, LoadError> {
-    check_fraction("--sse-fraction", args.sse_fraction)?;
-    if args.users < 2 || args.tabs == 0 || args.calls == 0 {
-        return Err(LoadError::Usage("--users must be at least 2, --tabs and --calls at least 1".into()));
+    check_audience(&args.audience)?;
+    let users = args.audience.users;
+    if args.calls == 0 {
+        return Err(LoadError::Usage("--calls must be at least 1".into()));
     }
     if args.users_per_call.is_empty()
-        || args.users_per_call.iter().any(|&n| n == 0 || n > args.users || n > MAX_USERS_PER_CALL)
+        || args.users_per_call.iter().any(|&n| n == 0 || n > users || n > MAX_USERS_PER_CALL)
     {
         return Err(LoadError::Usage(format!(
             "--users-per-call must list values between 1 and min(--users, {MAX_USERS_PER_CALL})"
         )));
     }
-    let pairs = args.pairs.unwrap_or(args.users / 10).min(args.users / 2);
+    let pairs = args.pairs.unwrap_or(users / 10).min(users / 2);
     let shared = (env.clone(), Arc::new(args.clone()));
     let parts = workers::run(env.common.threads, env.deadline, move |ctx| {
         let (env, args) = shared.clone();
@@ -124,15 +124,11 @@ pub async fn run(env: Arc<Env>, args: PublishArgs) -> Result<Report, LoadError> 
         rec.merge(p);
     }
     let mut report = Report::new("publish", &env);
-    report.param("users", args.users);
-    report.param("tabs", args.tabs);
-    report.param("sse_fraction", args.sse_fraction);
+    report_audience(&args.audience, &rec, &mut report);
     report.param("pairs", pairs);
     report.param("users_per_call", &args.users_per_call);
     report.param("calls_per_phase", args.calls);
     report.param("calls_in_flight_per_thread", args.calls_in_flight);
-    let ready = rec.history.streams.iter().filter(|s| s.hello.is_some()).count();
-    report.count("connections_ready", ready as u64);
     if let Some(r) = rec.rate("pairs", "swipes") {
         report.rate("pairs_per_sec", r);
     }
@@ -162,34 +158,10 @@ pub async fn run(env: Arc<Env>, args: PublishArgs) -> Result<Report, LoadError> 
 async fn worker(env: Arc<Env>, args: Arc<PublishArgs>, pairs: usize, ctx: WorkerCtx) -> Result<Recorder, LoadError> {
     let http = env.http();
     let https = env.https(&http);
-    // A pair's two users live on one thread (user i belongs to group i / 2), as in `delivery`.
-    let users: Vec<usize> = (0..args.users).filter(|&i| ctx.owns(i / 2)).collect();
-    let names: Vec<String> = users.iter().map(|&i| env.user("p", i)).collect();
-    let tokens: HashMap<String, String> =
-        names.iter().cloned().zip(env.tokens.tokens(&http, &names, env.concurrency()).await?).collect();
-    let token = |u: &str| tokens.get(u).map(String::as_str).unwrap_or_default();
-    let sse_users = first_fraction(args.users, args.sse_fraction);
-
     let mut rec = Recorder::default();
-    let (stop, _) = watch::channel(false);
-    let mut specs = Vec::new();
-    for (&i, name) in users.iter().zip(&names) {
-        let transport = if i < sse_users { Transport::Sse } else { Transport::Ws };
-        for tab in 0..args.tabs {
-            specs.push(StreamSpec {
-                token: token(name).to_string(),
-                record: StreamRecord::new(name, tab, transport),
-                target: i,
-            });
-        }
-    }
-    let connect_start = Instant::now();
-    let streams = open_streams(&env, &http, specs, &stop, &mut rec.history).await;
-    wait_for(env.settle_deadline(), || streams.iter().all(|s| s.settled())).await;
-    rec.span("connect", connect_start, Instant::now());
-    for http in &https {
-        super::healthz::warm_up(http, env.concurrency()).await;
-    }
+    let c = connect(&env, &ctx, &https, "p", &args.audience, &mut rec).await?;
+    let token = |u: &str| c.token(u);
+    let users = args.audience.users;
 
     // Matches first: their event latency, from this run, beside the publishes'.
     let my_pairs: Vec<usize> = (0..pairs).filter(|&k| ctx.owns(k)).collect();
@@ -201,17 +173,7 @@ async fn worker(env: Arc<Env>, args: Arc<PublishArgs>, pairs: usize, ctx: Worker
     let mut rec = rec.into_inner();
     rec.span("swipes", start, Instant::now());
     rec.add("pairs", my_pairs.len() as u64);
-    let matched: Vec<usize> = my_pairs.iter().flat_map(|&k| [2 * k, 2 * k + 1]).collect();
-    let matched: std::collections::HashSet<String> = matched.iter().map(|&i| env.user("p", i)).collect();
-    wait_for(env.settle_deadline(), || {
-        streams.iter().all(|s| {
-            let r = s.record.borrow();
-            r.lost.is_some()
-                || !matched.contains(&r.user)
-                || r.events.iter().any(|e| matches!(e.body, EventBody::Match { .. }))
-        })
-    })
-    .await;
+    super::wait_match_events(&env, &rec, &c.streams).await;
 
     // Then one phase per "users per call", every thread at once.
     let mut expected: HashMap<String, usize> = HashMap::new();
@@ -227,7 +189,7 @@ async fn worker(env: Arc<Env>, args: Arc<PublishArgs>, pairs: usize, ctx: Worker
                 let (env, args, cell, https) = (&env, &args, &cell, &https);
                 let name = &name;
                 async move {
-                    let users: Vec<String> = call_users(k, n, args.users).map(|i| env.user("p", i)).collect();
+                    let users: Vec<String> = call_users(k, n, users).map(|i| env.user("p", i)).collect();
                     let seq = seq(phase, args.calls, k);
                     let key = format!("{}-{seq}", env.run_id);
                     let body = json!({"users": users, "type": EVENT_TYPE, "data": {"seq": seq}, "key": key});
@@ -253,7 +215,7 @@ async fn worker(env: Arc<Env>, args: Arc<PublishArgs>, pairs: usize, ctx: Worker
         ctx.sync(&format!("{name} done")).await?;
         note_cpu(&env, &ctx, &mut rec, &name, "end")?;
         for k in 0..args.calls {
-            for i in call_users(k, n, args.users) {
+            for i in call_users(k, n, users) {
                 *expected.entry(env.user("p", i)).or_default() += 1;
             }
         }
@@ -262,16 +224,14 @@ async fn worker(env: Arc<Env>, args: Arc<PublishArgs>, pairs: usize, ctx: Worker
     // Every stream waits for the events published to its user (by any thread), then a little
     // longer for duplicates.
     wait_for(env.settle_deadline(), || {
-        streams.iter().all(|s| {
+        c.streams.iter().all(|s| {
             let r = s.record.borrow();
             let want = expected.get(&r.user).copied().unwrap_or(0);
             r.lost.is_some() || r.events.iter().filter(|e| matches!(e.body, EventBody::App { .. })).count() >= want
         })
     })
     .await;
-    tokio::time::sleep(super::GRACE).await;
-    stop.send_replace(true);
-    rec.history.streams.extend(crate::load::stream::finish(streams).await);
+    super::close_streams(&mut rec, c.streams, &c.stop).await;
     Ok(rec)
 }
 
