@@ -37,11 +37,10 @@ const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Percentiles are taken over this many seconds.
 const PERCENTILE_WINDOW: Duration = Duration::from_secs(60);
 
-/// The key that opens the dashboard outside dev mode. None for now: the dashboard is served in
-/// dev mode only. When the server API key lands (`config.api_key`), this returns it, and the
-/// dashboard is served to any request that carries it.
-pub fn dashboard_key(_node: &Node) -> Option<&str> {
-    None
+/// The key that opens the dashboard outside dev mode: the server API key (none configured: the
+/// dashboard is served in dev mode only).
+pub fn dashboard_key(node: &Node) -> Option<&str> {
+    node.config.server_api_key()
 }
 
 /// Compares without stopping at the first difference (the key is a secret).

@@ -406,3 +406,25 @@ async fn the_dashboard_is_not_served_outside_dev_mode_without_a_key() {
     }
     server.shutdown().await;
 }
+
+/// Outside dev mode with a server API key, the dashboard is served to requests that carry it.
+#[actix_rt::test]
+async fn the_dashboard_opens_with_the_server_api_key() {
+    let _trace = common::trace_init();
+    let mut config = common::config();
+    config.jwt_secret = Some("a-real-secret-of-enough-length".into());
+    config.api_key = Some("backend-key-0123456789".into());
+    let server = TestServer::start(config).await;
+    let api = server.api();
+    for path in ["/dashboard", "/dashboard/data"] {
+        api.send(api.request(Method::GET, path), None).await.assert_error(401, "unauthorized");
+        let wrong = api.request(Method::GET, path).insert_header(("X-Api-Key", "dev-api-key"));
+        api.send(wrong, None).await.assert_error(401, "unauthorized");
+        let right = api.request(Method::GET, path).insert_header(("X-Api-Key", "backend-key-0123456789"));
+        let reply = api.send(right, None).await;
+        assert_eq!(reply.status.as_u16(), 200, "{path}: {reply:?}");
+    }
+    let by_query = api.send(api.request(Method::GET, "/dashboard/data?key=backend-key-0123456789"), None).await;
+    assert_eq!(by_query.status.as_u16(), 200, "{by_query:?}");
+    server.shutdown().await;
+}
