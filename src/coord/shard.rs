@@ -432,6 +432,7 @@ impl PairShard {
                         user: user.clone(),
                         kind: EventKind::Match { match_: m.clone() },
                         change: IndexChange::AddMatch(m.clone()),
+                        created_ms: unix_ms(),
                     })
                     .collect()
             }
@@ -453,8 +454,9 @@ impl PairShard {
                     .map(|user| OutboxEntry {
                         effect_id: format!("unmatch:{}", match_.match_id),
                         user: user.clone(),
-                        kind: EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone() },
+                        kind: EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone(), reason: None },
                         change: IndexChange::RemoveMatch(match_.match_id.clone()),
+                        created_ms: unix_ms(),
                     })
                     .collect()
             }

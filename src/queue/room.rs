@@ -82,6 +82,7 @@ impl PairShard {
                     reason: (if Some(i) == leaver { why.leaver } else { why.partner }).to_string(),
                 },
                 change: IndexChange::LeaveRoom { room_id: room_id.clone(), requeue: requeued[i] },
+                created_ms: unix_ms(),
             })
             .collect();
         self.mark_dirty(&key);
@@ -114,6 +115,7 @@ impl PairShard {
                 user: user.clone(),
                 kind: EventKind::RoomAssigned { room: room.clone() },
                 change: IndexChange::EnterRoom { room_id: room.room_id.clone(), ticket: ticket.clone() },
+                created_ms: unix_ms(),
             })
             .collect();
         self.index_room(&room.room_id, &key);
