@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::keys::PREFIX;
 use super::store::{LeaseToken, RedisStore};
 use crate::metrics::METRICS;
+
+/// The lease key.
+pub const LEASE_KEY: &str = "matchd:lease";
 
 /// Deletes `KEYS[1]` only if it still holds our token.
 const RELEASE: &str = r"
@@ -59,7 +61,7 @@ impl Lease {
         let token = format!("{node_id}:{}", &crate::protocol::ids::random_suffix()[..12]);
         Lease {
             inner: Arc::new(LeaseInner {
-                token: LeaseToken { key: format!("{PREFIX}:lease"), token },
+                token: LeaseToken { key: LEASE_KEY.to_string(), token },
                 ttl,
                 valid_until: Mutex::new(None),
                 generation: AtomicU64::new(0),
