@@ -583,6 +583,23 @@ impl Config {
     pub fn action_timeout(&self) -> Duration {
         Duration::from_millis(self.timeouts.action_timeout_ms)
     }
+
+    /// Where other processes reach this node's internal endpoints: `--advertise` in a cluster, else
+    /// the listen address (an unspecified one as loopback).
+    pub fn internal_url(&self) -> String {
+        if let Some(c) = &self.cluster {
+            return c.advertise.clone();
+        }
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}")
+    }
 }
 
 #[cfg(test)]

@@ -100,9 +100,11 @@ impl Running {
 
 /// Binds `config.listen` and starts serving. Must be called inside an actix system (the binary's
 /// `#[actix_web::main]`, or `#[actix_rt::test]`).
-pub async fn start(config: Config) -> std::io::Result<Running> {
+pub async fn start(mut config: Config) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
+    // The bound port (port 0 picks one), so the node names where it really listens.
+    config.listen = addr;
     if config.dev_mode() {
         tracing::warn!(
             secret = config::DEV_SECRET,

@@ -397,7 +397,7 @@ impl Reader {
         }
         match values.first().and_then(text) {
             Some(token) => {
-                let url = token.split_once('|').map(|(_, url)| url.to_string()).filter(|u| !u.is_empty());
+                let url = crate::persist::lease::url_of_token(&token).map(str::to_string);
                 Ok(Running::Active { token, url })
             }
             None => Ok(Running::Nothing),

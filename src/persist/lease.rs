@@ -57,8 +57,10 @@ struct LeaseInner {
 }
 
 impl Lease {
-    pub fn new(node_id: &str, ttl: Duration) -> Lease {
-        let token = format!("{node_id}:{}", &crate::protocol::ids::random_suffix()[..12]);
+    /// `url` is where this node takes internal calls (`matchd audit --repair` reads it from the
+    /// token, after the `|`, to send its repairs to the active node).
+    pub fn new(node_id: &str, url: &str, ttl: Duration) -> Lease {
+        let token = format!("{node_id}:{}|{url}", &crate::protocol::ids::random_suffix()[..12]);
         Lease {
             inner: Arc::new(LeaseInner {
                 token: LeaseToken { key: LEASE_KEY.to_string(), token },
@@ -183,9 +185,15 @@ impl Lease {
     }
 }
 
-/// The node id in a lease token (`<node id>:<random suffix>`, see `Lease::new`).
+/// The node id in a lease token (`<node id>:<random suffix>|<url>`, see `Lease::new`).
 pub fn node_of_token(token: &str) -> &str {
+    let token = token.split_once('|').map_or(token, |(t, _)| t);
     token.rsplit_once(':').map_or(token, |(node, _)| node)
+}
+
+/// Where the lease's holder takes internal calls, if its token says (`|<url>`, see `Lease::new`).
+pub fn url_of_token(token: &str) -> Option<&str> {
+    token.split_once('|').map(|(_, url)| url).filter(|u| !u.is_empty())
 }
 
 /// What a standby answers (readiness and every action): it is a standby, which node is active,
@@ -207,9 +215,12 @@ mod tests {
 
     #[test]
     fn a_token_names_its_node() {
-        let lease = Lease::new("node:a", Duration::from_secs(1));
+        let lease = Lease::new("node:a", "http://127.0.0.1:8080", Duration::from_secs(1));
         assert_eq!(node_of_token(&lease.inner.token.token), "node:a");
+        assert_eq!(url_of_token(&lease.inner.token.token), Some("http://127.0.0.1:8080"));
         assert_eq!(node_of_token("plain"), "plain");
+        assert_eq!(node_of_token("a:1234"), "a", "a token from before the url");
+        assert_eq!(url_of_token("a:1234"), None);
         let msg = standby_message("b", Some("a"));
         assert!(msg.contains("standby") && msg.contains("node a") && msg.contains("--cluster"), "{msg}");
     }

@@ -174,6 +174,13 @@ impl PairShard {
         self.close_room(&msg.room_id, Some(me), CloseReasons { leaver: "left", partner: "partner_left" }, requeue);
     }
 
+    /// Closes `room_id` for an audit repair (a member's place is elsewhere): both members hear
+    /// `room_closed` with reason `server_repair`, nobody is requeued.
+    pub(crate) fn close_for_repair(&mut self, room_id: &RoomId) {
+        let why = CloseReasons { leaver: crate::audit::REPAIR_REASON, partner: crate::audit::REPAIR_REASON };
+        self.close_room(room_id, None, why, [false, false]);
+    }
+
     /// Keeps the rooms of `key` that a previous run of the server, or the slot's previous owner,
     /// left open: they belong to this run now (stored on the next batch), and each member gets
     /// the usual presence grace from now on at their own node, so a member who does not come back
