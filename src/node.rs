@@ -67,6 +67,8 @@ pub struct NodeInner {
     pub dashboard: crate::http::dashboard::Samples,
     /// What other nodes and `matchd audit` prove themselves with on `/internal/` (see `cluster_key`).
     pub internal_key: String,
+    /// The background audit's thread, if `audit.interval_ms` is set.
+    audit_sweep: Option<Arbiter>,
 }
 
 /// Pause between attempts to open a stream while its user's slot changes hands.
@@ -81,7 +83,7 @@ pub enum Subscription {
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
-        for a in &self.arbiters {
+        for a in self.arbiters.iter().chain(&self.audit_sweep) {
             a.stop();
         }
     }
@@ -203,6 +205,8 @@ impl Node {
             shard.do_send(Wire(Links { pairs: pairs.clone(), pools: pools.clone() }));
         }
         let internal_key = cluster_key(config.secret().as_bytes());
+        let audit_sweep =
+            crate::audit::sweep::start(&config, lease.clone(), forwarder.as_ref().map(|f| f.membership().clone()));
         let auth = Auth::new(config.secret());
         let api_key = config.server_api_key().map(ApiKey::new);
         let limiter = RateLimiter::new(config.limits.actions_per_second, config.limits.action_burst);
@@ -229,6 +233,7 @@ impl Node {
                 forwarder,
                 dashboard: Default::default(),
                 internal_key,
+                audit_sweep,
             }),
         })
     }

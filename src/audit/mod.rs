@@ -20,6 +20,7 @@ pub mod check;
 pub mod reader;
 pub mod repair;
 pub mod snapshot;
+pub mod sweep;
 
 use serde::{Deserialize, Serialize};
 
