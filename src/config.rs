@@ -39,7 +39,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[command(
     name = "matchd",
     version,
-    about = "Real-time matching server: mutual swipes, spin queues and rooms over WebSocket and SSE."
+    about = "Real-time matching server: mutual swipes, spin queues and rooms over WebSocket and SSE.",
+    after_help = "`matchd audit --help`: check (and repair) the state stored in Redis."
 )]
 pub struct Cli {
     /// HTTP/WebSocket/SSE listen address [default: 127.0.0.1:8080]

@@ -17,6 +17,8 @@
 //! moment later (only what both show is reported), and every repair is re-checked by its owner.
 
 pub mod check;
+pub mod cli;
+pub mod offline;
 pub mod reader;
 pub mod repair;
 pub mod snapshot;

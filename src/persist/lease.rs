@@ -21,7 +21,7 @@ use crate::metrics::METRICS;
 pub const LEASE_KEY: &str = "matchd:lease";
 
 /// Deletes `KEYS[1]` only if it still holds our token.
-const RELEASE: &str = r"
+pub(crate) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
