@@ -241,6 +241,7 @@ async fn look(reader: &Reader, online: bool, s: &Settings) -> Result<(Snapshot, 
 /// One audit run: look, repair if asked, look again.
 pub async fn run(s: Settings) -> Result<Report, RunError> {
     let reader = Reader::new(&s.redis, s.timeout)?;
+    reader.reachable().await?;
     let running = reader.running().await?;
     let online = running != Running::Nothing;
     let (snapshot, findings) = look(&reader, online, &s).await?;

@@ -367,6 +367,22 @@ impl Reader {
         Ok(s)
     }
 
+    /// Whether Redis answers (a refused connection says so at once, where the store would retry
+    /// until its timeout).
+    pub async fn reachable(&self) -> Result<(), StoreError> {
+        let mut last = StoreError::Unavailable("no Redis URL".into());
+        for seed in &self.seeds {
+            match self.direct(seed).await {
+                Ok(mut conn) => {
+                    let ping = redis::cmd("PING");
+                    return self.query::<Value>(&mut conn, &ping).await.map(|_| ());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Redis's clock, in unix ms.
     pub async fn now_ms(&self) -> Result<u64, StoreError> {
         let mut pipe = redis::pipe();
