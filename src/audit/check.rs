@@ -128,7 +128,8 @@ fn matches(s: &Snapshot, out: &mut Vec<Inconsistency>) {
         }
         for user in &m.users {
             let indexed = s.indexes.get(user).is_some_and(|index| index.contains_key(id));
-            if !indexed && !s.pending(pair, user, &format!("match:{id}")) {
+            // Owed (even if logged already): its next publish indexes it.
+            if !indexed && !s.owed(pair, user, &format!("match:{id}")) {
                 out.push(
                     Inconsistency::new(
                         Kind::MatchIndexMissing,
@@ -169,7 +170,7 @@ fn indexes(s: &Snapshot, out: &mut Vec<Inconsistency>) {
             let active = pair.as_ref().is_some_and(|pair| {
                 s.pairs.get(pair).and_then(|r| r.state.active_match()).is_some_and(|a| a.match_id.as_str() == id)
             });
-            let ending = pair.as_ref().is_some_and(|pair| s.pending(pair, user, &format!("unmatch:{id}")));
+            let ending = pair.as_ref().is_some_and(|pair| s.owed(pair, user, &format!("unmatch:{id}")));
             if active || ending {
                 continue;
             }

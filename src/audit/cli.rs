@@ -266,6 +266,12 @@ pub async fn run(s: Settings) -> Result<Report, RunError> {
     if !s.repair || report.inconsistencies.is_empty() {
         return Ok(report);
     }
+    if report.inconsistencies.iter().all(|f| f.repair.is_none()) {
+        // Nothing to mend: what was found is what is left.
+        report.repairs = Some(Vec::new());
+        report.remaining = Some(report.inconsistencies.clone());
+        return Ok(report);
+    }
     let records = if online {
         repair_online(&s, &running, &report.inconsistencies).await?
     } else {

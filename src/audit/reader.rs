@@ -435,6 +435,8 @@ pub async fn audited(
     tokio::time::sleep(confirm).await;
     let snapshot = reader.snapshot().await?;
     let second = audit(&snapshot, reader.now_ms().await?, outbox_max_age_ms);
+    let ids = |f: &[Inconsistency]| f.iter().map(Inconsistency::identity).collect::<Vec<_>>();
+    tracing::debug!(first = ?ids(&first), second = ?ids(&second), "audited twice, {confirm:?} apart");
     Ok((snapshot, confirmed(&first, second)))
 }
 

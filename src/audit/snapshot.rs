@@ -173,12 +173,17 @@ impl Snapshot {
         self.logs.get(user).is_some_and(|log| log.iter().any(|e| e.effect.as_deref() == Some(effect)))
     }
 
+    /// Whether pair `pair`'s outbox holds the effect `effect` for `user` (until the user's log
+    /// confirms it; a re-published match change also mends the user's index, see
+    /// `UserShard::heal_index`).
+    pub fn owed(&self, pair: &PairKey, user: &UserId, effect: &str) -> bool {
+        self.pairs.get(pair).is_some_and(|r| r.outbox.iter().any(|o| o.user == *user && o.effect_id == effect))
+    }
+
     /// Whether pair `pair` owes `user` the effect `effect` and it is not in the user's log yet:
     /// an event on its way, which the checks count as applied.
     pub fn pending(&self, pair: &PairKey, user: &UserId, effect: &str) -> bool {
-        let owed =
-            self.pairs.get(pair).is_some_and(|r| r.outbox.iter().any(|o| o.user == *user && o.effect_id == effect));
-        owed && !self.logged(user, effect)
+        self.owed(pair, user, effect) && !self.logged(user, effect)
     }
 
     /// Whether room `room_id` of `pair` is open in the pair's record.
