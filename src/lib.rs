@@ -12,6 +12,8 @@
 //!   keys); absent = in memory.
 //! - [`http`]: the route table, extractors and handlers.
 //! - [`node`]: the handles every part needs and the actions shared by HTTP and WebSocket.
+//! - [`audit`]: `matchd audit` and the background sweep: the stored state checked against the
+//!   invariants (a pure function over a snapshot), and repairs carried out by the owners.
 //! - [`webhook`]: signed, retried webhooks to the app's backend.
 //! - [`load`]: the `matchd-load` tool's scenarios and invariant checker (a client, not the server).
 //! - [`auth`], [`limiter`], [`error`], [`metrics`], [`telemetry`], [`shutdown`].
