@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::repair::{match_entry, room_closed_entry, unmatch_entry, PairFix, Repair, RepairOutcome};
 use super::snapshot::Snapshot;
-use super::Inconsistency;
+use super::{Inconsistency, Kind};
 use crate::cluster::membership::{claim_epoch_key, epoch_key, fence_key, CLAIM};
 use crate::cluster::Role;
 use crate::coord::slot::{name_slot, user_slot, PairKey};
@@ -178,7 +178,9 @@ pub fn plan(s: &Snapshot, findings: &[Inconsistency], now_ms: u64) -> Plan {
         plan.outcomes.push(outcome);
     }
     let empty = PairRecord::default();
+    let mut written: BTreeSet<PairKey> = BTreeSet::new();
     for pair in &synced {
+        let before = plan.commands.len();
         let slot = pair.slot();
         let changed = records.get(pair);
         let record = changed.or_else(|| s.pairs.get(pair)).unwrap_or(&empty);
@@ -221,6 +223,20 @@ pub fn plan(s: &Snapshot, findings: &[Inconsistency], now_ms: u64) -> Plan {
                 plan.commands.push(cmd);
             }
         }
+        if plan.commands.len() > before {
+            written.insert(pair.clone());
+        }
+    }
+    // What a key sync amounts to is known once the writes are planned.
+    for (f, outcome) in findings.iter().zip(plan.outcomes.iter_mut()) {
+        let Some(Repair::Pair { pair, fix: PairFix::SyncKeys }) = &f.repair else { continue };
+        *outcome = Some(if f.kind == Kind::StaleOutbox {
+            RepairOutcome::consistent("listed for the next node to start, which delivers it")
+        } else if written.contains(pair) {
+            RepairOutcome::repaired("the guard, id key and set listings are written to agree with the pair")
+        } else {
+            RepairOutcome::consistent("the pair's keys agree with its record")
+        });
     }
     for (pool, user) in removals {
         plan.slots.insert(name_slot(pool.as_str()));
@@ -341,7 +357,7 @@ mod tests {
     use super::*;
     use crate::audit::check::audit;
     use crate::audit::snapshot::{LogEntry, LogEvent};
-    use crate::audit::{Kind, RepairStatus};
+    use crate::audit::RepairStatus;
     use crate::coord::pair_state::PairState;
     use crate::protocol::{Direction, EventKind, MatchId, Room, RoomId};
     use crate::queue::line_store::StoredWaiter;
