@@ -289,6 +289,18 @@ fn lines(s: &Snapshot, out: &mut Vec<Inconsistency>) {
         }
     }
     for (user, entries) in queued {
+        for (pool, waiter) in entries.iter().filter(|(p, w)| w.ticket.pool != **p) {
+            out.push(
+                Inconsistency::new(
+                    Kind::LineTicketMismatch,
+                    format!("{user} waits in {pool}'s line with a ticket for {}", waiter.ticket.pool),
+                )
+                .key(line_key(pool))
+                .user(user)
+                .id(pool.as_str())
+                .repair(Repair::Place { user: user.clone(), lines: vec![(*pool).clone()], keep: None }),
+            );
+        }
         let pools: Vec<PoolName> = entries.iter().map(|(p, _)| (*p).clone()).collect();
         let pool_names: Vec<&str> = pools.iter().map(PoolName::as_str).collect();
         if entries.len() > 1 {
@@ -706,6 +718,17 @@ mod tests {
         assert_eq!(found.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::QueuedInRoom]);
         assert_eq!(found[0].ids[0], "2.r");
         assert_eq!(found[0].repair, Some(Repair::Place { user: u("c"), lines: vec![pool("default")], keep: None }));
+    }
+
+    #[test]
+    fn a_line_entry_names_its_own_pool() {
+        let mut s = clean();
+        let stray =
+            StoredWaiter { ticket: JoinRequest { pool: pool("elsewhere"), ..Default::default() }, joined_ms: 3 };
+        s.lines.get_mut(&pool("default")).unwrap().insert(u("e"), stray);
+        let found = audit(&s, NOW, 60_000);
+        assert_eq!(found.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::LineTicketMismatch]);
+        assert_eq!(found[0].repair, Some(Repair::Place { user: u("e"), lines: vec![pool("default")], keep: None }));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub enum Kind {
     QueuedTwice,
     /// A user waits in a pool's line while in an open room.
     QueuedInRoom,
+    /// A line entry whose ticket names another pool (a reload would place the user there).
+    LineTicketMismatch,
     /// An open room with a member whose place (from their log) is idle or another room.
     OrphanRoom,
     /// A user's log leaves them in a room that is no longer open, and no close is on its way.
@@ -83,7 +85,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::MatchGuardMissing,
         Kind::MatchGuardMismatch,
         Kind::OrphanMatchGuard,
@@ -93,6 +95,7 @@ impl Kind {
         Kind::UserInTwoRooms,
         Kind::QueuedTwice,
         Kind::QueuedInRoom,
+        Kind::LineTicketMismatch,
         Kind::OrphanRoom,
         Kind::RoomPlaceStale,
         Kind::OpenRoomNotListed,
@@ -114,6 +117,7 @@ impl Kind {
             Kind::UserInTwoRooms => "user_in_two_rooms",
             Kind::QueuedTwice => "queued_twice",
             Kind::QueuedInRoom => "queued_in_room",
+            Kind::LineTicketMismatch => "line_ticket_mismatch",
             Kind::OrphanRoom => "orphan_room",
             Kind::RoomPlaceStale => "room_place_stale",
             Kind::OpenRoomNotListed => "open_room_not_listed",
@@ -134,7 +138,7 @@ impl Kind {
             | Kind::MatchOwnerMissing
             | Kind::MatchIndexMissing
             | Kind::MatchIndexStale => "I1",
-            Kind::UserInTwoRooms | Kind::QueuedTwice | Kind::QueuedInRoom => "I4",
+            Kind::UserInTwoRooms | Kind::QueuedTwice | Kind::QueuedInRoom | Kind::LineTicketMismatch => "I4",
             Kind::OrphanRoom | Kind::RoomPlaceStale | Kind::OpenRoomNotListed => "I5",
             Kind::OutboxNotListed | Kind::StaleListing | Kind::StaleOutbox | Kind::EventLogNotIncreasing => "I2",
             Kind::UnreadableRecord => "I7",

@@ -290,6 +290,8 @@ async fn every_repairable_kind_is_found_and_mended_offline_and_the_users_are_tol
     cli(&["HSET", &line_key(&pool("p1")), "k1", &waiter("p1", 1)]);
     cli(&["HSET", &line_key(&pool("p2")), "k1", &waiter("p2", 2)]);
     cli(&["HSET", &line_key(&pool("default")), "c1", &waiter("default", 3)]);
+    // ... and l1's entry in p3's line holds a ticket for p4.
+    cli(&["HSET", &line_key(&pool("p3")), "l1", &waiter("p4", 4)]);
     // I2: a pair owing an event it is not listed for; a listing without cause.
     let mn = pair("m1", "n1");
     let owed = room_closed_entry(&u("m1"), &RoomId::new_in_slot(mn.slot()), now_ms());
@@ -301,6 +303,7 @@ async fn every_repairable_kind_is_found_and_mended_offline_and_the_users_are_tol
     let found = audit(&redis.url(), &[]);
     assert_eq!(found.code, 1, "{}", found.stderr);
     let expected = [
+        "line_ticket_mismatch",
         "match_guard_missing",
         "match_index_missing",
         "match_index_stale",
@@ -337,6 +340,7 @@ async fn every_repairable_kind_is_found_and_mended_offline_and_the_users_are_tol
     assert_eq!(cli(&["HEXISTS", &line_key(&pool("p1")), "k1"]), "0");
     assert_eq!(cli(&["HEXISTS", &line_key(&pool("p2")), "k1"]), "1", "the newest entry stays");
     assert_eq!(cli(&["HEXISTS", &line_key(&pool("default")), "c1"]), "0");
+    assert_eq!(cli(&["HEXISTS", &line_key(&pool("p3")), "l1"]), "0");
     assert_eq!(cli(&["GET", &keys::active_match(&ab)]), match_id);
     assert_eq!(cli(&["EXISTS", &keys::active_match(&pair("x1", "y1"))]), "0");
 
