@@ -39,7 +39,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[command(
     name = "matchd",
     version,
-    about = "Real-time matching server: mutual swipes, spin queues and rooms over WebSocket and SSE."
+    about = "Real-time matching server: mutual swipes, spin queues and rooms over WebSocket and SSE.",
+    after_help = "`matchd audit --help`: check (and repair) the state stored in Redis."
 )]
 pub struct Cli {
     /// HTTP/WebSocket/SSE listen address [default: 127.0.0.1:8080]
@@ -118,6 +119,30 @@ impl Default for Webhooks {
             max_backoff_ms: 30_000,
             timeout_ms: 5_000,
             max_pending: 10_000,
+        }
+    }
+}
+
+/// The background state audit (`[audit]` in the config file; see `audit::sweep`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// How often the server runs the checks of `matchd audit` against Redis (reporting only:
+    /// `matchd_audit_inconsistencies_total{kind}` and a log line per finding); 0 = off.
+    pub interval_ms: u64,
+    /// An event waiting in a pair's outbox longer than this counts as stuck (`stale_outbox`).
+    pub outbox_max_age_ms: u64,
+    /// With nodes running a snapshot is not atomic: a finding counts only if a second snapshot
+    /// this much later shows it too.
+    pub confirm_ms: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            interval_ms: 0,
+            outbox_max_age_ms: crate::audit::DEFAULT_OUTBOX_MAX_AGE_MS,
+            confirm_ms: crate::audit::DEFAULT_CONFIRM_MS,
         }
     }
 }
@@ -241,6 +266,7 @@ struct FileConfig {
     webhooks: Webhooks,
     limits: Limits,
     timeouts: Timeouts,
+    audit: AuditSettings,
     allow_dynamic_pools: Option<bool>,
     pools: HashMap<String, PoolRules>,
     cluster: Option<bool>,
@@ -279,6 +305,8 @@ pub struct Config {
     /// no CORS headers at all, so only same-origin pages (such as the dev demo at `/`) can call it.
     pub cors_origins: Vec<String>,
     pub webhooks: Webhooks,
+    /// The background state audit.
+    pub audit: AuditSettings,
     /// Cluster mode: several active nodes share Redis (see `cluster`); `None` = one active node.
     pub cluster: Option<ClusterConfig>,
     /// The key the app's backend sends in `X-Api-Key` to the server API; see `server_api_key`.
@@ -335,6 +363,7 @@ impl Default for Config {
             allow_dynamic_pools: true,
             cors_origins: Vec::new(),
             webhooks: Webhooks::default(),
+            audit: AuditSettings::default(),
             cluster: None,
             api_key: None,
         }
@@ -405,6 +434,7 @@ impl Config {
             log_format,
             limits: file.limits,
             timeouts: file.timeouts,
+            audit: file.audit,
             pools: file.pools,
             allow_dynamic_pools: file.allow_dynamic_pools.unwrap_or(true),
             cors_origins: if cli.cors_origins.is_empty() {
@@ -538,6 +568,13 @@ impl Config {
         if t.sse_keepalive_ms == 0 || t.action_timeout_ms == 0 || t.pool_rescan_ms == 0 {
             return bad("timeouts", "sse_keepalive_ms, action_timeout_ms and pool_rescan_ms must be > 0");
         }
+        let a = &self.audit;
+        if a.interval_ms > 0 && self.redis.is_none() {
+            return bad("audit.interval_ms", "needs --redis: the audit checks what Redis holds");
+        }
+        if a.outbox_max_age_ms == 0 {
+            return bad("audit.outbox_max_age_ms", "must be > 0");
+        }
         Ok(())
     }
 
@@ -582,6 +619,23 @@ impl Config {
 
     pub fn action_timeout(&self) -> Duration {
         Duration::from_millis(self.timeouts.action_timeout_ms)
+    }
+
+    /// Where other processes reach this node's internal endpoints: `--advertise` in a cluster, else
+    /// the listen address (an unspecified one as loopback).
+    pub fn internal_url(&self) -> String {
+        if let Some(c) = &self.cluster {
+            return c.advertise.clone();
+        }
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}")
     }
 }
 

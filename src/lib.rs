@@ -12,6 +12,8 @@
 //!   keys); absent = in memory.
 //! - [`http`]: the route table, extractors and handlers.
 //! - [`node`]: the handles every part needs and the actions shared by HTTP and WebSocket.
+//! - [`audit`]: `matchd audit` and the background sweep: the stored state checked against the
+//!   invariants (a pure function over a snapshot), and repairs carried out by the owners.
 //! - [`webhook`]: signed, retried webhooks to the app's backend.
 //! - [`load`]: the `matchd-load` tool's scenarios and invariant checker (a client, not the server).
 //! - [`auth`], [`limiter`], [`error`], [`metrics`], [`telemetry`], [`shutdown`].
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -99,9 +102,11 @@ impl Running {
 
 /// Binds `config.listen` and starts serving. Must be called inside an actix system (the binary's
 /// `#[actix_web::main]`, or `#[actix_rt::test]`).
-pub async fn start(config: Config) -> std::io::Result<Running> {
+pub async fn start(mut config: Config) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
+    // The bound port (port 0 picks one), so the node names where it really listens.
+    config.listen = addr;
     if config.dev_mode() {
         tracing::warn!(
             secret = config::DEV_SECRET,

@@ -1,4 +1,5 @@
-//! The `matchd` binary: load config, set up logging, run until SIGINT/SIGTERM, drain.
+//! The `matchd` binary: load config, set up logging, run until SIGINT/SIGTERM, drain. `matchd audit
+//! ...` checks (and repairs) the state stored in Redis instead (see `matchd::audit::cli`).
 
 use std::process::ExitCode;
 
@@ -11,6 +12,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_BAD_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "audit") {
+        return matchd::audit::cli::main(std::iter::once("matchd audit".into()).chain(std::env::args_os().skip(2)));
+    }
     let config = match matchd::Config::load() {
         Ok(c) => c,
         Err(e) => {

@@ -111,6 +111,9 @@ pub struct Metrics {
     pub webhooks: IntCounterVec,
     /// Internal consistency checks that failed (should stay 0; alert on any).
     pub invariant_violations: IntCounterVec,
+    /// Inconsistencies the background audit found in Redis, by kind (each counted once when a
+    /// sweep confirms it).
+    pub audit_inconsistencies: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -221,6 +224,10 @@ impl Metrics {
                 Opts::new("matchd_invariant_violations_total", "Failed internal consistency checks"),
                 &["check"],
             )?,
+            audit_inconsistencies: IntCounterVec::new(
+                Opts::new("matchd_audit_inconsistencies_total", "Inconsistencies found by the background state audit"),
+                &["kind"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.build_info.clone()))?;
@@ -240,6 +247,7 @@ impl Metrics {
         m.registry.register(Box::new(m.rooms_closed.clone()))?;
         m.registry.register(Box::new(m.room_closed_notify_seconds.clone()))?;
         m.registry.register(Box::new(m.invariant_violations.clone()))?;
+        m.registry.register(Box::new(m.audit_inconsistencies.clone()))?;
         m.registry.register(Box::new(m.webhooks.clone()))?;
         m.registry.register(Box::new(m.server_publish.clone()))?;
         m.registry.register(Box::new(m.lease_held.clone()))?;
@@ -309,6 +317,9 @@ impl Metrics {
         }
         for c in labels::INVARIANT_CHECKS {
             self.invariant_violations.with_label_values(&[c]);
+        }
+        for kind in crate::audit::Kind::ALL {
+            self.audit_inconsistencies.with_label_values(&[kind.as_str()]);
         }
     }
 
@@ -490,6 +501,10 @@ mod tests {
             "matchd_connected_users 0",
         ] {
             assert!(text.contains(series), "{series} is not exposed");
+        }
+        for kind in crate::audit::Kind::ALL {
+            let series = format!("matchd_audit_inconsistencies_total{{kind=\"{}\"}} ", kind.as_str());
+            assert!(text.contains(&series), "{series} is not pre-registered");
         }
         assert!(text.contains(&format!("matchd_build_info{{version=\"{VERSION}\"")));
     }

@@ -65,6 +65,10 @@ pub struct NodeInner {
     pub forwarder: Option<Forwarder>,
     /// The dashboard's samples of the metrics (filled once a second by its sampler).
     pub dashboard: crate::http::dashboard::Samples,
+    /// What other nodes and `matchd audit` prove themselves with on `/internal/` (see `cluster_key`).
+    pub internal_key: String,
+    /// The background audit's thread, if `audit.interval_ms` is set.
+    audit_sweep: Option<Arbiter>,
 }
 
 /// Pause between attempts to open a stream while its user's slot changes hands.
@@ -79,7 +83,7 @@ pub enum Subscription {
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
-        for a in &self.arbiters {
+        for a in self.arbiters.iter().chain(&self.audit_sweep) {
             a.stop();
         }
     }
@@ -120,7 +124,7 @@ impl Node {
             _ => None,
         };
         let lease = match (&redis_url, &membership) {
-            (Some(_), None) => Some(Lease::new(&config.node_id, config.lease_ttl())),
+            (Some(_), None) => Some(Lease::new(&config.node_id, &config.internal_url(), config.lease_ttl())),
             _ => None,
         };
         let forwarder = membership
@@ -200,6 +204,9 @@ impl Node {
         for shard in users.all() {
             shard.do_send(Wire(Links { pairs: pairs.clone(), pools: pools.clone() }));
         }
+        let internal_key = cluster_key(config.secret().as_bytes());
+        let audit_sweep =
+            crate::audit::sweep::start(&config, lease.clone(), forwarder.as_ref().map(|f| f.membership().clone()));
         let auth = Auth::new(config.secret());
         let api_key = config.server_api_key().map(ApiKey::new);
         let limiter = RateLimiter::new(config.limits.actions_per_second, config.limits.action_burst);
@@ -225,6 +232,8 @@ impl Node {
                 lease,
                 forwarder,
                 dashboard: Default::default(),
+                internal_key,
+                audit_sweep,
             }),
         })
     }
@@ -469,6 +478,29 @@ impl Node {
             .map_err(|_| ApiError::Unavailable("the pool did not answer in time; retry".into()))?
     }
 
+    /// Carries out an audit repair at its owner (this node's actor, or the owning node's), which
+    /// re-checks it against its own state; a failure to reach it is reported as `failed`.
+    pub async fn repair(&self, repair: crate::audit::Repair) -> crate::audit::RepairOutcome {
+        use crate::audit::repair::{RepairPair, RepairPlace};
+        use crate::audit::{Repair, RepairOutcome};
+        let timeout = self.config.action_timeout();
+        let slot = repair.slot();
+        let res = match repair {
+            Repair::Pair { pair, fix } => {
+                let addr = self.pairs.for_slot(slot).clone();
+                let local = |m| ask(addr, m, timeout);
+                dispatch(self.forwarder.as_ref(), slot, RepairPair { pair, fix }, local, Call::RepairPair).await
+            }
+            Repair::Place { user, lines, keep } => {
+                let addr = self.users.for_user(&user).clone();
+                let local = |m| ask(addr, m, timeout);
+                let msg = RepairPlace { user, lines, keep };
+                dispatch(self.forwarder.as_ref(), slot, msg, local, Call::RepairPlace).await
+            }
+        };
+        res.unwrap_or_else(|e| RepairOutcome::failed(e.to_string()))
+    }
+
     /// `actor` skips `room_id`; `requeue` (default true) puts them back in line.
     pub async fn skip(
         &self,
@@ -571,7 +603,7 @@ pub async fn count_connected(users: &UserRouter, timeout: std::time::Duration) -
 
 /// The key nodes of one cluster prove themselves with on internal calls: derived from the shared
 /// JWT secret, so it needs no configuration of its own and never travels to clients.
-fn cluster_key(secret: &[u8]) -> String {
+pub fn cluster_key(secret: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&key, b"matchd-cluster-internal-calls");
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
@@ -669,6 +701,14 @@ pub fn execute_local(
         Call::CloseRoom(m) => {
             let addr = room_slot(&m.room_id).map(|slot| pairs.for_slot(slot).clone());
             Box::pin(async move { answer(ask(addr?, m, timeout).await) })
+        }
+        Call::RepairPair(m) => {
+            let addr = pairs.for_slot(m.pair.slot()).clone();
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
+        }
+        Call::RepairPlace(m) => {
+            let addr = users.for_user(&m.user).clone();
+            Box::pin(async move { answer(ask(addr, m, timeout).await) })
         }
     }
 }

@@ -3,6 +3,7 @@
 // Benchmarks and tests measure wall-clock time of real servers: std's clock is the right one here.
 #![allow(clippy::disallowed_types)]
 
+mod audit;
 mod bad_input;
 mod cluster;
 mod common;

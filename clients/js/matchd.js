@@ -74,7 +74,7 @@
  * @typedef {MatchdEvent<"hello", {user: string, node: string, last_id: number,
  *   resumed_from: number | null, gap: boolean}>} HelloEvent
  * @typedef {MatchdEvent<"match", {match: Match}>} MatchEvent
- * @typedef {MatchdEvent<"unmatched", {match_id: string, by: string}>} UnmatchedEvent
+ * @typedef {MatchdEvent<"unmatched", {match_id: string, by: string, reason?: "server_repair"}>} UnmatchedEvent
  * @typedef {MatchdEvent<"room_assigned", {room: Room}>} RoomAssignedEvent
  * @typedef {MatchdEvent<"room_closed", {room_id: string, reason: string}>} RoomClosedEvent
  * @typedef {MatchdEvent<"queue_update", {pool: string, position: number,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::membership::{Membership, Route};
 use super::ownership::Member;
+use crate::audit::repair::{RepairPair, RepairPlace};
 use crate::coord::messages::{Swipe, Unmatch};
 use crate::coord::shard::EffectsPersisted;
 use crate::coord::slot::{name_slot, pair_slot, user_slot};
@@ -56,6 +57,8 @@ pub enum Call {
     PublishEvent { user: UserId, event: AppEvent },
     InspectUser(InspectUser),
     CloseRoom(CloseRoom),
+    RepairPair(RepairPair),
+    RepairPlace(RepairPlace),
 }
 
 impl Call {
@@ -81,6 +84,8 @@ impl Call {
             Call::PublishEvent { user, .. } => user_slot(user),
             Call::InspectUser(m) => user_slot(&m.user),
             Call::CloseRoom(m) => m.room_id.slot().unwrap_or(0),
+            Call::RepairPair(m) => m.pair.slot(),
+            Call::RepairPlace(m) => user_slot(&m.user),
         }
     }
 
@@ -129,6 +134,8 @@ impl Call {
             Call::PublishEvent { .. } => "publish_event",
             Call::InspectUser(_) => "inspect_user",
             Call::CloseRoom(_) => "close_room",
+            Call::RepairPair(_) => "repair_pair",
+            Call::RepairPlace(_) => "repair_place",
         }
     }
 }

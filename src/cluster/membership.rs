@@ -45,7 +45,7 @@ return {epoch, redis.call('ZRANGE', KEYS[1], 0, -1)}
 /// (`KEYS[1..3]`) unless the slot was already claimed under a newer view (`KEYS[4]` holds the
 /// epoch of the last claim, `ARGV[2]` is ours). So a node acting on an older view can never take
 /// a slot back from the owner of a newer one; returns 1 if claimed.
-const CLAIM: &str = r"
+pub(crate) const CLAIM: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[4]) or '0')
 if cur > tonumber(ARGV[2]) then
   return 0
@@ -91,12 +91,12 @@ pub fn members_key() -> String {
     format!("{PREFIX}:{{members}}:set")
 }
 
-fn epoch_key() -> String {
+pub(crate) fn epoch_key() -> String {
     format!("{PREFIX}:{{members}}:epoch")
 }
 
 /// Epoch of the view under which `slot` was last claimed.
-fn claim_epoch_key(slot: u16) -> String {
+pub(crate) fn claim_epoch_key(slot: u16) -> String {
     format!("{PREFIX}:{{{slot}}}:fence:epoch")
 }
 

@@ -3,6 +3,7 @@
 
 pub mod messages;
 pub mod pair_state;
+pub mod repair;
 pub mod router;
 pub mod shard;
 pub mod slot;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::messages::{Swipe, Unmatch};
 use super::pair_state::{Effect, PairState, UnmatchError};
 use super::slot::{shard_of, PairKey, SLOT_COUNT};
+use crate::audit::repair::{RepairOutcome, RepairPair};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -60,6 +61,7 @@ pub(crate) enum Cmd {
     Skip(Skip, Reply<SkipResponse>),
     CloseRoom(CloseRoom, Reply<()>),
     MemberGone(MemberGone),
+    Repair(RepairPair, Reply<RepairOutcome>),
 }
 
 impl Cmd {
@@ -70,6 +72,7 @@ impl Cmd {
             Cmd::CreateRoom(_, tx) => drop(tx.send(Err(err.clone()))),
             Cmd::Skip(_, tx) => drop(tx.send(Err(err.clone()))),
             Cmd::CloseRoom(_, tx) => drop(tx.send(Err(err.clone()))),
+            Cmd::Repair(_, tx) => drop(tx.send(Err(err.clone()))),
             Cmd::MemberGone(_) => {}
         }
     }
@@ -122,6 +125,9 @@ struct Batch {
     match_keys: Vec<(MatchId, PairKey)>,
     /// Pairs whose active match ended (their guard key is deleted).
     ended: Vec<PairKey>,
+    /// Pairs whose derived keys (guard, match id key, recovery-set listings) are written from their
+    /// state, whatever this shard believes is stored (an audit repair).
+    synced: Vec<PairKey>,
     room_keys: Vec<(RoomId, PairKey)>,
     loads: Vec<PairKey>,
     lookups: Vec<Lookup>,
@@ -134,7 +140,7 @@ struct Batch {
 
 impl Batch {
     fn ops(&self) -> usize {
-        self.dirty.len() + self.loads.len() + self.lookups.len() + self.waiters.len()
+        self.dirty.len() + self.loads.len() + self.lookups.len() + self.waiters.len() + self.synced.len()
     }
 }
 
@@ -174,7 +180,7 @@ pub struct PairShard {
     /// Position among the node's shards.
     index: usize,
     shards: usize,
-    pairs: HashMap<PairKey, PairState>,
+    pub(crate) pairs: HashMap<PairKey, PairState>,
     /// Match id -> pair, so `DELETE /v1/matches/{id}` finds its pair.
     match_pairs: HashMap<MatchId, PairKey>,
     /// Where the users' event streams and places live.
@@ -266,6 +272,7 @@ impl PairShard {
             Cmd::Skip(m, _) => by_room(&m.room_id),
             Cmd::CloseRoom(m, _) => by_room(&m.room_id),
             Cmd::MemberGone(m) => by_room(&m.room_id),
+            Cmd::Repair(m, _) => Ok(Some(m.pair.clone())),
         }
     }
 
@@ -326,6 +333,7 @@ impl PairShard {
             Cmd::CreateRoom(msg, tx) => (Waiter::new(tx, self.decide_create_room(msg)), 0),
             Cmd::Skip(msg, tx) => (Waiter::new(tx, self.decide_skip(&msg)), msg.request_id),
             Cmd::CloseRoom(msg, tx) => (Waiter::new(tx, self.decide_close_room(&msg)), msg.request_id),
+            Cmd::Repair(msg, tx) => (Waiter::new(tx, Ok(self.decide_repair(&msg))), 0),
             Cmd::MemberGone(msg) => {
                 self.decide_member_gone(&msg);
                 // Nobody waits for an answer, but the close must be stored and told now (I5), not
@@ -432,6 +440,7 @@ impl PairShard {
                         user: user.clone(),
                         kind: EventKind::Match { match_: m.clone() },
                         change: IndexChange::AddMatch(m.clone()),
+                        created_ms: unix_ms(),
                     })
                     .collect()
             }
@@ -453,8 +462,9 @@ impl PairShard {
                     .map(|user| OutboxEntry {
                         effect_id: format!("unmatch:{}", match_.match_id),
                         user: user.clone(),
-                        kind: EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone() },
+                        kind: EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone(), reason: None },
                         change: IndexChange::RemoveMatch(match_.match_id.clone()),
+                        created_ms: unix_ms(),
                     })
                     .collect()
             }
@@ -491,6 +501,28 @@ impl PairShard {
                 last_sent: None,
             })),
         }
+    }
+
+    /// Whether this shard stores its pairs (Redis mode).
+    pub(crate) fn persisted(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// Whether `key` owes `user` the effect `effect_id` (in memory, owed events go out at once).
+    pub(crate) fn owes(&self, key: &PairKey, user: &crate::protocol::UserId, effect_id: &str) -> bool {
+        self.durable
+            .as_ref()
+            .and_then(|d| d.outbox.get(key))
+            .is_some_and(|owed| owed.iter().any(|o| o.entry.user == *user && o.entry.effect_id == effect_id))
+    }
+
+    /// Writes `key`'s guard, active match id key and recovery-set listings from its state in the
+    /// next batch (an audit repair), and publishes what it owes again.
+    pub(crate) fn sync_keys(&mut self, key: &PairKey) {
+        if let Some(d) = self.durable.as_mut() {
+            d.next.synced.push(key.clone());
+        }
+        self.publish_owed(key);
     }
 
     /// Records that room `room_id` of `key` must be findable by id after a restart.
@@ -559,6 +591,35 @@ impl PairShard {
             pipe.cmd("DEL").arg(keys::active_match(key));
             expect.push(Expect::Ignore);
         }
+        for key in &batch.synced {
+            let active = self.pairs.get(key).and_then(PairState::active_match);
+            match active {
+                // `NX`: a guard naming another match stays for a person to look at.
+                Some(m) => {
+                    pipe.cmd("SET").arg(keys::active_match(key)).arg(m.match_id.as_str()).arg("NX");
+                    pipe.cmd("SET").arg(keys::match_owner(key.slot(), &m.match_id)).arg(keys::pair_member(key));
+                    expect.extend([Expect::Ignore, Expect::Ignore]);
+                }
+                None => {
+                    pipe.cmd("DEL").arg(keys::active_match(key));
+                    expect.push(Expect::Ignore);
+                }
+            }
+            let open_room = self.rooms.get(key).is_some_and(|r| r.iter().any(|r| r.closed.is_none()));
+            let has_outbox = d.outbox.get(key).is_some_and(|o| !o.is_empty());
+            for (set, wanted, listed) in [
+                (keys::open_rooms(key.slot()), open_room, &mut d.listed_rooms),
+                (keys::outbox(key.slot()), has_outbox, &mut d.listed_outbox),
+            ] {
+                pipe.cmd(if wanted { "SADD" } else { "SREM" }).arg(set).arg(keys::pair_member(key));
+                expect.push(Expect::Ignore);
+                if wanted {
+                    listed.insert(key.clone());
+                } else {
+                    listed.remove(key);
+                }
+            }
+        }
         let guards: Vec<(String, String)> =
             batch.match_keys.iter().map(|(id, key)| (keys::active_match(key), id.to_string())).collect();
         for (id, key) in &batch.room_keys {
@@ -580,12 +641,13 @@ impl PairShard {
         let durability = d.durability.clone();
         let commands = expect.len();
         let written = batch.match_keys.iter().map(|(_, k)| k).chain(batch.room_keys.iter().map(|(_, k)| k));
-        let slots = batch.dirty.iter().chain(&batch.loads).chain(written).map(PairKey::slot).chain(
-            batch.lookups.iter().map(|l| match l {
-                Lookup::Match(id) => id.slot().unwrap_or(0),
-                Lookup::Room(id) => id.slot().unwrap_or(0),
-            }),
-        );
+        let slots =
+            batch.dirty.iter().chain(&batch.loads).chain(&batch.synced).chain(written).map(PairKey::slot).chain(
+                batch.lookups.iter().map(|l| match l {
+                    Lookup::Match(id) => id.slot().unwrap_or(0),
+                    Lookup::Room(id) => id.slot().unwrap_or(0),
+                }),
+            );
         batch::send(durability, slots, guards, pipe, commands)
             .into_actor(self)
             .map(move |res, act, ctx| act.committed(batch, expect, res, ctx))
@@ -801,7 +863,7 @@ impl PairShard {
     }
 
     /// Publishes the committed, unconfirmed effects of `key` to their users.
-    fn publish_owed(&mut self, key: &PairKey) {
+    pub(crate) fn publish_owed(&mut self, key: &PairKey) {
         let Some(d) = self.durable.as_mut() else { return };
         let Some(owed) = d.outbox.get_mut(key) else { return };
         let now = Instant::now();
@@ -965,6 +1027,16 @@ impl Handler<Swipe> for PairShard {
     fn handle(&mut self, msg: Swipe, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.submit(Cmd::Swipe(msg, tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
+    }
+}
+
+impl Handler<RepairPair> for PairShard {
+    type Result = ResponseFuture<Result<RepairOutcome, ApiError>>;
+
+    fn handle(&mut self, msg: RepairPair, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Cmd::Repair(msg, tx), ctx);
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) })
     }
 }

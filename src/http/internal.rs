@@ -19,11 +19,15 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// The caller's key, checked in constant time.
 fn authorized(req: &HttpRequest, node: &Node) -> Result<(), ApiError> {
-    let Some(f) = &node.forwarder else {
+    if node.forwarder.is_none() {
         return Err(ApiError::NotFound("this node is not in a cluster".into()));
-    };
+    }
+    key_matches(req, node)
+}
+
+fn key_matches(req: &HttpRequest, node: &Node) -> Result<(), ApiError> {
     let given = req.headers().get(CLUSTER_KEY_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-    let expected = f.key().as_bytes();
+    let expected = node.internal_key.as_bytes();
     let differs =
         given.len() != expected.len() || given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0;
     if differs {
@@ -82,4 +86,18 @@ pub async fn events(
     }
     let query = query.into_inner();
     crate::transport::sse::open(&req, node.get_ref().clone(), query.user, query.since, true).await
+}
+
+/// `POST /internal/v1/repairs`: audit repairs (`matchd audit --repair` with a node running), each
+/// carried out by its owner (see `Node::repair`), concurrently; one `RepairOutcome` per repair, in
+/// order. Answered by a node on Redis whether or not it is in a cluster (same key as the calls).
+pub async fn repairs(req: HttpRequest, node: web::Data<Node>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    key_matches(&req, &node)?;
+    if node.config.redis.is_none() {
+        return Err(ApiError::NotFound("this node keeps its state in memory: there is nothing to repair".into()));
+    }
+    let repairs: Vec<crate::audit::Repair> =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("bad repair list: {e}")))?;
+    let answers = futures_util::future::join_all(repairs.into_iter().map(|r| node.repair(r))).await;
+    Ok(HttpResponse::Ok().json(answers))
 }

@@ -77,6 +77,7 @@ pub fn configure(node: &Node) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                     // Batches between nodes are not bounded by the clients' body limit.
                     .app_data(web::PayloadConfig::default().limit(internal::MAX_BATCH_BYTES))
                     .route("/calls", web::post().to(internal::calls))
+                    .route("/repairs", web::post().to(internal::repairs))
                     .route("/events", web::get().to(internal::events)),
             )
             .service(

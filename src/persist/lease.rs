@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::keys::PREFIX;
 use super::store::{LeaseToken, RedisStore};
 use crate::metrics::METRICS;
 
+/// The lease key.
+pub const LEASE_KEY: &str = "matchd:lease";
+
 /// Deletes `KEYS[1]` only if it still holds our token.
-const RELEASE: &str = r"
+pub(crate) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -55,11 +57,13 @@ struct LeaseInner {
 }
 
 impl Lease {
-    pub fn new(node_id: &str, ttl: Duration) -> Lease {
-        let token = format!("{node_id}:{}", &crate::protocol::ids::random_suffix()[..12]);
+    /// `url` is where this node takes internal calls (`matchd audit --repair` reads it from the
+    /// token, after the `|`, to send its repairs to the active node).
+    pub fn new(node_id: &str, url: &str, ttl: Duration) -> Lease {
+        let token = format!("{node_id}:{}|{url}", &crate::protocol::ids::random_suffix()[..12]);
         Lease {
             inner: Arc::new(LeaseInner {
-                token: LeaseToken { key: format!("{PREFIX}:lease"), token },
+                token: LeaseToken { key: LEASE_KEY.to_string(), token },
                 ttl,
                 valid_until: Mutex::new(None),
                 generation: AtomicU64::new(0),
@@ -181,9 +185,15 @@ impl Lease {
     }
 }
 
-/// The node id in a lease token (`<node id>:<random suffix>`, see `Lease::new`).
+/// The node id in a lease token (`<node id>:<random suffix>|<url>`, see `Lease::new`).
 pub fn node_of_token(token: &str) -> &str {
+    let token = token.split_once('|').map_or(token, |(t, _)| t);
     token.rsplit_once(':').map_or(token, |(node, _)| node)
+}
+
+/// Where the lease's holder takes internal calls, if its token says (`|<url>`, see `Lease::new`).
+pub fn url_of_token(token: &str) -> Option<&str> {
+    token.split_once('|').map(|(_, url)| url).filter(|u| !u.is_empty())
 }
 
 /// What a standby answers (readiness and every action): it is a standby, which node is active,
@@ -205,9 +215,12 @@ mod tests {
 
     #[test]
     fn a_token_names_its_node() {
-        let lease = Lease::new("node:a", Duration::from_secs(1));
+        let lease = Lease::new("node:a", "http://127.0.0.1:8080", Duration::from_secs(1));
         assert_eq!(node_of_token(&lease.inner.token.token), "node:a");
+        assert_eq!(url_of_token(&lease.inner.token.token), Some("http://127.0.0.1:8080"));
         assert_eq!(node_of_token("plain"), "plain");
+        assert_eq!(node_of_token("a:1234"), "a", "a token from before the url");
+        assert_eq!(url_of_token("a:1234"), None);
         let msg = standby_message("b", Some("a"));
         assert!(msg.contains("standby") && msg.contains("node a") && msg.contains("--cluster"), "{msg}");
     }

@@ -18,6 +18,10 @@ pub struct OutboxEntry {
     pub user: UserId,
     pub kind: EventKind,
     pub change: IndexChange,
+    /// When the decision owing it was made (unix ms; 0 in records written before this field
+    /// existed): lets an audit tell an event on its way from one that is stuck.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// The stored form of a pair.

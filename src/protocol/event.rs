@@ -23,6 +23,10 @@ pub enum EventKind {
     Unmatched {
         match_id: MatchId,
         by: UserId,
+        /// Only when the server ended it rather than a member: `server_repair` (an audit found
+        /// the user's match list naming a match that was no longer active).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     RoomAssigned {
         room: Room,
@@ -183,8 +187,11 @@ mod tests {
 
     #[test]
     fn events_encode_as_the_contract_says() {
-        let kind =
-            EventKind::Unmatched { match_id: MatchId::parse("3.ab").unwrap(), by: UserId::parse("alice").unwrap() };
+        let kind = EventKind::Unmatched {
+            match_id: MatchId::parse("3.ab").unwrap(),
+            by: UserId::parse("alice").unwrap(),
+            reason: None,
+        };
         let e = Event::encode(7, &kind);
         assert_eq!(
             std::str::from_utf8(&e.json).unwrap(),

@@ -7,6 +7,7 @@ use actix::{fut, ActorFutureExt, Context, ContextFutureSpawner, Handler, Respons
 
 use super::messages::{Dequeue, DequeueOutcome, Enqueue, Join, Leave, MemberGone};
 use super::pool::Forget;
+use crate::audit::repair::{RepairOutcome, RepairPlace};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::protocol::{EventKind, JoinRequest, JoinResponse, LeaveResponse, PoolName, RoomId, UserId};
@@ -273,5 +274,70 @@ impl Handler<ArmPresence> for UserShard {
             }),
             ctx,
         );
+    }
+}
+
+impl Handler<RepairPlace> for UserShard {
+    type Result = ResponseActFuture<Self, Result<RepairOutcome, ApiError>>;
+
+    /// An audit found the user in lines that cannot all be their place: once the user is loaded
+    /// (a room in their log is their place then), the lines that are not their place are left.
+    fn handle(&mut self, msg: RepairPlace, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let user = msg.user.clone();
+        self.after_load(
+            &user,
+            Box::new(move |act, ctx| {
+                act.repair_place(msg, ctx).map(move |res, _, _| drop(tx.send(res))).spawn(ctx);
+            }),
+            ctx,
+        );
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) }.into_actor(self))
+    }
+}
+
+impl UserShard {
+    fn repair_place(
+        &mut self,
+        msg: RepairPlace,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<RepairOutcome, ApiError>> {
+        let RepairPlace { user, lines, keep } = msg;
+        let place = self.entry(&user).place.clone();
+        let (kept, why) = match &place {
+            Place::InRoom { room_id, .. } => (None, format!("in room {room_id}")),
+            Place::Queued { ticket } => (Some(ticket.pool.clone()), format!("queued in {}", ticket.pool)),
+            Place::Idle => match keep {
+                // Nobody holds a place for them: the newest line entry becomes it (as a reload would).
+                Some(ticket) => {
+                    let pool = ticket.pool.clone();
+                    self.entry(&user).place = Place::Queued { ticket };
+                    self.check_presence_later(&user, ctx);
+                    (Some(pool.clone()), format!("kept waiting in {pool}"))
+                }
+                None => (None, "idle".to_string()),
+            },
+        };
+        tracing::info!(user = %user, place = %why, lines = ?lines, "audit repair of a place");
+        let stray: Vec<PoolName> = lines.into_iter().filter(|p| Some(p) != kept.as_ref()).collect();
+        if stray.is_empty() {
+            return Box::pin(fut::ready(Ok(RepairOutcome::consistent(format!("{user} is {why}: no stray line")))));
+        }
+        let pools = match self.links() {
+            Ok(links) => links.pools.clone(),
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let leaves: Vec<_> = stray.iter().map(|pool| pools.dequeue(pool, Dequeue { user: user.clone() })).collect();
+        Box::pin(futures_util::future::join_all(leaves).into_actor(self).map(move |answers, _, _| {
+            let mut left = Vec::new();
+            for (pool, answer) in stray.iter().zip(answers) {
+                match answer? {
+                    DequeueOutcome::Removed | DequeueOutcome::NotWaiting => left.push(pool.as_str().to_string()),
+                    // The pool paired them just now: that room is their place from here on.
+                    DequeueOutcome::Paired(room) => left.push(format!("{pool} (paired into {room})")),
+                }
+            }
+            Ok(RepairOutcome::repaired(format!("{user} ({why}) left {}", left.join(", "))))
+        }))
     }
 }

@@ -82,6 +82,7 @@ impl PairShard {
                     reason: (if Some(i) == leaver { why.leaver } else { why.partner }).to_string(),
                 },
                 change: IndexChange::LeaveRoom { room_id: room_id.clone(), requeue: requeued[i] },
+                created_ms: unix_ms(),
             })
             .collect();
         self.mark_dirty(&key);
@@ -114,6 +115,7 @@ impl PairShard {
                 user: user.clone(),
                 kind: EventKind::RoomAssigned { room: room.clone() },
                 change: IndexChange::EnterRoom { room_id: room.room_id.clone(), ticket: ticket.clone() },
+                created_ms: unix_ms(),
             })
             .collect();
         self.index_room(&room.room_id, &key);
@@ -170,6 +172,13 @@ impl PairShard {
         let mut requeue = [true; 2];
         requeue[me] = false;
         self.close_room(&msg.room_id, Some(me), CloseReasons { leaver: "left", partner: "partner_left" }, requeue);
+    }
+
+    /// Closes `room_id` for an audit repair (a member's place is elsewhere): both members hear
+    /// `room_closed` with reason `server_repair`, nobody is requeued.
+    pub(crate) fn close_for_repair(&mut self, room_id: &RoomId) {
+        let why = CloseReasons { leaver: crate::audit::REPAIR_REASON, partner: crate::audit::REPAIR_REASON };
+        self.close_room(room_id, None, why, [false, false]);
     }
 
     /// Keeps the rooms of `key` that a previous run of the server, or the slot's previous owner,

@@ -300,6 +300,7 @@ impl UserShard {
             if let Some(existing) = entry.log.find_effect(&fx.id) {
                 // A re-publish of an event already logged: confirm it, log nothing.
                 let durable_now = existing <= entry.log.durable_id();
+                self.heal_index(user, &change, ctx);
                 self.confirm(fx.pair.clone(), fx.id.clone(), user.clone(), durable_now, ctx);
                 return;
             }
@@ -338,6 +339,37 @@ impl UserShard {
             d.next.confirms.push((fx.pair, fx.id, user.clone()));
         }
         self.schedule_flush(ctx);
+    }
+
+    /// A re-published event whose index change is missing from the user's match index (it is logged
+    /// and indexed in one batch, so only a repair finds this): applies the change alone. A match is
+    /// added back only if its end is not logged after it.
+    fn heal_index(&mut self, user: &UserId, change: &IndexChange, ctx: &mut Context<Self>) {
+        let entry = self.entry(user);
+        let heal = match change {
+            IndexChange::AddMatch(m) => {
+                let ended = entry.log.find_effect(&format!("unmatch:{}", m.match_id)).is_some();
+                if ended || entry.matches.iter().any(|x| x.match_id == m.match_id) {
+                    return;
+                }
+                entry.matches.push(m.clone());
+                true
+            }
+            IndexChange::RemoveMatch(id) => {
+                let before = entry.matches.len();
+                entry.matches.retain(|m| m.match_id != *id);
+                entry.matches.len() != before
+            }
+            IndexChange::None | IndexChange::EnterRoom { .. } | IndexChange::LeaveRoom { .. } => false,
+        };
+        if !heal {
+            return;
+        }
+        tracing::info!(user = %user, change = ?change, "match index mended from a re-published event");
+        if let Some(d) = self.durable.as_mut() {
+            d.next.index.push((user.clone(), change.clone()));
+            self.schedule_flush(ctx);
+        }
     }
 
     /// Tells the pair that owes `effect` to `user` that it is logged (now, or after the next commit).

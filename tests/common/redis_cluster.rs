@@ -69,6 +69,15 @@ impl RedisCluster {
         self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
+    /// Runs one command with `redis-cli -c` (following redirects to the key's master) and returns
+    /// its raw output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out =
+            Command::new(cli_binary()).args(["-c", "-p", &self.ports[0].to_string(), "--raw"]).args(args).output();
+        let out = out.unwrap_or_else(|e| panic!("cannot run redis-cli ({e})"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Keys held by each master (DBSIZE), to show the data really is sharded.
     pub fn key_counts(&self) -> Vec<u64> {
         self.ports

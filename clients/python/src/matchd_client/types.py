@@ -129,6 +129,9 @@ class MatchEventData(TypedDict):
 
 
 class UnmatchedData(TypedDict):
+    """May also carry `reason: "server_repair"`: an operator's audit ended the match for the user
+    (`by` is then the other member)."""
+
     match_id: str
     by: str
 
@@ -138,7 +141,8 @@ class RoomAssignedData(TypedDict):
 
 
 class RoomClosedData(TypedDict):
-    """`reason`: `skipped`, `partner_skipped`, `left`, `partner_left`, `closed_by_server` (`server_restart` from servers before v1.1)."""
+    """`reason`: `skipped`, `partner_skipped`, `left`, `partner_left`, `closed_by_server`, `server_repair`
+    (`server_restart` from servers before v1.1)."""
 
     room_id: str
     reason: str
