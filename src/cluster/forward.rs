@@ -90,7 +90,7 @@ impl Call {
     }
 
     /// Every `kind`, for the metrics pre-registered at start.
-    pub const KINDS: [&'static str; 19] = [
+    pub const KINDS: [&'static str; 21] = [
         "swipe",
         "unmatch",
         "skip",
@@ -110,6 +110,8 @@ impl Call {
         "publish_event",
         "inspect_user",
         "close_room",
+        "repair_pair",
+        "repair_place",
     ];
 
     /// The call's name (its serde tag), the `kind` label of its metrics.
