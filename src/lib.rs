@@ -34,6 +34,8 @@ pub mod http;
 pub mod limiter;
 pub mod load;
 pub mod metrics;
+#[cfg(feature = "mutants")]
+pub mod mutants;
 pub mod node;
 pub mod persist;
 pub mod protocol;

@@ -2,6 +2,7 @@
 //! actor, and that actor alone decides everything about the pair (likes, match, unmatch).
 
 pub mod messages;
+pub mod outbox;
 pub mod pair_state;
 pub mod repair;
 pub mod router;

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::messages::{Swipe, Unmatch};
+use super::outbox::Outbox;
 use super::pair_state::{Effect, PairState, UnmatchError};
 use super::slot::{shard_of, PairKey, SLOT_COUNT};
 use crate::audit::repair::{RepairOutcome, RepairPair};
@@ -108,19 +109,13 @@ enum Lookup {
     Room(RoomId),
 }
 
-/// An outbox entry as the shard tracks it.
-struct Owed {
-    entry: OutboxEntry,
-    /// In Redis: only committed entries may be published.
-    committed: bool,
-    last_sent: Option<Instant>,
-}
-
 /// One group commit's worth of work.
 #[derive(Default)]
 struct Batch {
     /// The cache generation the batch was decided in (see `Durable::generation`).
     generation: u64,
+    /// Numbers the shard's batches: an outbox entry goes out once the batch carrying it commits.
+    seq: u64,
     dirty: HashSet<PairKey>,
     match_keys: Vec<(MatchId, PairKey)>,
     /// Pairs whose active match ended (their guard key is deleted).
@@ -155,7 +150,9 @@ enum Expect {
 struct Durable {
     durability: Durability,
     /// Effects owed to users, per pair (mirrors the stored outboxes).
-    outbox: HashMap<PairKey, Vec<Owed>>,
+    outbox: Outbox,
+    /// The sequence number of the last batch sent.
+    sent: u64,
     next: Batch,
     /// One batch in flight; when to send the next.
     commit: GroupCommit,
@@ -239,7 +236,8 @@ impl PairShard {
             webhooks,
             durable: durability.map(|durability| Durable {
                 idle_ms: durability.idle_ms,
-                outbox: HashMap::new(),
+                outbox: Outbox::default(),
+                sent: 0,
                 next: Batch::default(),
                 commit: GroupCommit::new(durability.max_batch),
                 durability,
@@ -495,11 +493,7 @@ impl PairShard {
                 }
             }
             // With Redis it is owed until the batch commits and the user's log confirms it.
-            Some(d) => d.outbox.entry(key.clone()).or_default().extend(entries.into_iter().map(|entry| Owed {
-                entry,
-                committed: false,
-                last_sent: None,
-            })),
+            Some(d) => d.outbox.owe(key, entries),
         }
     }
 
@@ -510,10 +504,7 @@ impl PairShard {
 
     /// Whether `key` owes `user` the effect `effect_id` (in memory, owed events go out at once).
     pub(crate) fn owes(&self, key: &PairKey, user: &crate::protocol::UserId, effect_id: &str) -> bool {
-        self.durable
-            .as_ref()
-            .and_then(|d| d.outbox.get(key))
-            .is_some_and(|owed| owed.iter().any(|o| o.entry.user == *user && o.entry.effect_id == effect_id))
+        self.durable.as_ref().is_some_and(|d| d.outbox.owes(key, user, effect_id))
     }
 
     /// Writes `key`'s guard, active match id key and recovery-set listings from its state in the
@@ -550,15 +541,18 @@ impl PairShard {
         }
         let mut batch = std::mem::take(&mut d.next);
         batch.generation = d.generation;
+        d.sent += 1;
+        batch.seq = d.sent;
         METRICS.persist_batch_size.observe(batch.ops() as f64);
         let mut pipe = redis::pipe();
         let mut expect = Vec::new();
         for key in &batch.dirty {
-            let owed = d.outbox.get(key);
+            let outbox = d.outbox.write(key, batch.seq);
+            let has_outbox = !outbox.is_empty();
             let rooms = self.rooms.get(key);
             let record = PairRecord {
                 state: self.pairs.get(key).cloned().unwrap_or_default(),
-                outbox: owed.map(|o| o.iter().map(|o| o.entry.clone()).collect()).unwrap_or_default(),
+                outbox,
                 rooms: rooms.cloned().unwrap_or_default(),
             };
             let json = serde_json::to_string(&record).unwrap_or_default();
@@ -567,7 +561,6 @@ impl PairShard {
             // The per-slot recovery sets change only when the pair starts or stops owing events or
             // having an open room, not on every write of it.
             let open_room = rooms.is_some_and(|r| r.iter().any(|r| r.closed.is_none()));
-            let has_outbox = owed.is_some_and(|o| !o.is_empty());
             for (set, wanted, listed) in [
                 (keys::open_rooms(key.slot()), open_room, &mut d.listed_rooms),
                 (keys::outbox(key.slot()), has_outbox, &mut d.listed_outbox),
@@ -606,7 +599,7 @@ impl PairShard {
                 }
             }
             let open_room = self.rooms.get(key).is_some_and(|r| r.iter().any(|r| r.closed.is_none()));
-            let has_outbox = d.outbox.get(key).is_some_and(|o| !o.is_empty());
+            let has_outbox = d.outbox.has(key);
             for (set, wanted, listed) in [
                 (keys::open_rooms(key.slot()), open_room, &mut d.listed_rooms),
                 (keys::outbox(key.slot()), has_outbox, &mut d.listed_outbox),
@@ -675,13 +668,9 @@ impl PairShard {
         };
         let Some(d) = self.durable.as_mut() else { return };
         d.commit.finished();
-        // The writes are durable: their outbox entries may go out now.
+        // The writes are durable: the outbox entries this batch carried may go out now.
         for key in &batch.dirty {
-            if let Some(owed) = d.outbox.get_mut(key) {
-                for o in owed.iter_mut() {
-                    o.committed = true;
-                }
-            }
+            d.outbox.committed(key, batch.seq);
         }
         tracing::debug!(shard = self.index, ops = batch.waiters.len(), request_ids = ?batch.request_ids, "batch committed");
         for w in batch.waiters {
@@ -765,12 +754,7 @@ impl PairShard {
         if self.rooms.get(&key).is_some_and(|r| r.iter().any(|r| r.closed.is_none())) {
             d.listed_rooms.insert(key.clone());
         }
-        if !record.outbox.is_empty() {
-            d.outbox.insert(
-                key.clone(),
-                record.outbox.into_iter().map(|entry| Owed { entry, committed: true, last_sent: None }).collect(),
-            );
-        }
+        d.outbox.restore(&key, record.outbox);
         let cmds = d.loading.remove(&key).unwrap_or_default();
         self.publish_owed(&key);
         // Rooms a previous run (or owner) left open go on; their members' grace starts now.
@@ -837,7 +821,7 @@ impl PairShard {
             .iter()
             .filter(|(key, used)| {
                 now_ms.saturating_sub(**used) >= idle_ms
-                    && !d.outbox.contains_key(*key)
+                    && !d.outbox.has(key)
                     && !d.loading.contains_key(*key)
                     && !d.next.dirty.contains(*key)
             })
@@ -865,26 +849,16 @@ impl PairShard {
     /// Publishes the committed, unconfirmed effects of `key` to their users.
     pub(crate) fn publish_owed(&mut self, key: &PairKey) {
         let Some(d) = self.durable.as_mut() else { return };
-        let Some(owed) = d.outbox.get_mut(key) else { return };
-        let now = Instant::now();
-        for o in owed.iter_mut().filter(|o| o.committed) {
-            o.last_sent = Some(now);
-            let effect = EffectRef { id: o.entry.effect_id.clone(), pair: key.clone() };
-            self.users.publish(&o.entry.user, o.entry.kind.clone(), o.entry.change.clone(), Some(effect));
+        for entry in d.outbox.due(key, Instant::now()) {
+            let effect = EffectRef { id: entry.effect_id, pair: key.clone() };
+            self.users.publish(&entry.user, entry.kind, entry.change, Some(effect));
         }
     }
 
     /// Re-publishes effects that were not confirmed in time (a user shard's batch failed).
     fn retry_outbox(&mut self) {
         let Some(d) = self.durable.as_mut() else { return };
-        let now = Instant::now();
-        let stale: Vec<PairKey> = d
-            .outbox
-            .iter()
-            .filter(|(_, owed)| owed.iter().any(|o| o.committed && o.last_sent.is_none_or(|t| now - t >= OUTBOX_RETRY)))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
+        for key in d.outbox.stale(Instant::now(), OUTBOX_RETRY) {
             self.publish_owed(&key);
         }
     }
@@ -1056,16 +1030,7 @@ impl Handler<EffectsPersisted> for PairShard {
 
     fn handle(&mut self, msg: EffectsPersisted, ctx: &mut Context<Self>) {
         let Some(d) = self.durable.as_mut() else { return };
-        let Some(owed) = d.outbox.get_mut(&msg.pair) else { return };
-        let before = owed.len();
-        // An effect is confirmed per user; drop only confirmed (committed) entries.
-        owed.retain(|o| {
-            !(o.committed && msg.confirmed.iter().any(|(id, user)| *id == o.entry.effect_id && *user == o.entry.user))
-        });
-        if owed.len() != before {
-            if owed.is_empty() {
-                d.outbox.remove(&msg.pair);
-            }
+        if d.outbox.confirm(&msg.pair, &msg.confirmed) {
             d.next.dirty.insert(msg.pair);
             self.schedule_flush(ctx);
         }

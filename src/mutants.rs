@@ -1,0 +1,30 @@
+//! Real bugs this code once had, put back on purpose (cargo feature `mutants`, off by default),
+//! so the simulator and the tests can show that each one is caught. One is active at a time,
+//! chosen by name; without the feature none of this is compiled.
+
+use std::sync::RwLock;
+
+/// An outbox entry decided while an earlier batch of its pair was in flight went out when that
+/// earlier batch committed, before its own batch did (a failed later batch left both users
+/// told of a match that was never stored; the next owner decided a second one).
+pub const OUTBOX_RELEASED_BY_EARLIER_BATCH: &str = "outbox_released_by_earlier_batch";
+
+/// Every mutant, by name.
+pub const ALL: &[&str] = &[OUTBOX_RELEASED_BY_EARLIER_BATCH];
+
+static ACTIVE: RwLock<Option<&'static str>> = RwLock::new(None);
+
+/// Activates `name` (or none). Unknown names are refused.
+pub fn select(name: Option<&str>) -> Result<(), String> {
+    let chosen = match name {
+        None => None,
+        Some(n) => Some(*ALL.iter().find(|m| **m == n).ok_or_else(|| format!("unknown mutant {n:?}"))?),
+    };
+    *ACTIVE.write().unwrap_or_else(|e| e.into_inner()) = chosen;
+    Ok(())
+}
+
+/// Whether mutant `name` is active.
+pub fn active(name: &str) -> bool {
+    *ACTIVE.read().unwrap_or_else(|e| e.into_inner()) == Some(name)
+}
