@@ -42,6 +42,17 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets "$@"
 
+# The deterministic simulator: a million operations with faults, then each historical bug put
+# back (the `mutants` feature) must be caught.
+./scripts/simulate.sh --ops 1000000 --seeds 500
+for mutant in $(./scripts/simulate.sh --list-mutants); do
+  if ./scripts/simulate.sh --mutant "$mutant" --ops 300000 --seeds 300 --stop-at-first >/dev/null 2>&1; then
+    echo "the simulator did not catch mutant $mutant" >&2
+    exit 1
+  fi
+  echo "mutant $mutant: caught"
+done
+
 # The client libraries, against the server binary the Rust suite just built.
 cargo build --bin matchd
 target_dir="${CARGO_TARGET_DIR:-target}"

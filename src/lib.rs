@@ -14,6 +14,7 @@
 //! - [`node`]: the handles every part needs and the actions shared by HTTP and WebSocket.
 //! - [`audit`]: `matchd audit` and the background sweep: the stored state checked against the
 //!   invariants (a pure function over a snapshot), and repairs carried out by the owners.
+//! - [`sim`]: the deterministic simulator (the real cores, a simulated store, network and faults).
 //! - [`webhook`]: signed, retried webhooks to the app's backend.
 //! - [`load`]: the `matchd-load` tool's scenarios and invariant checker (a client, not the server).
 //! - [`auth`], [`limiter`], [`error`], [`metrics`], [`telemetry`], [`shutdown`].
@@ -42,6 +43,7 @@ pub mod protocol;
 pub mod queue;
 pub mod session;
 pub mod shutdown;
+pub mod sim;
 pub mod telemetry;
 pub mod transport;
 pub mod webhook;

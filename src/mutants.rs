@@ -9,8 +9,16 @@ use std::sync::RwLock;
 /// told of a match that was never stored; the next owner decided a second one).
 pub const OUTBOX_RELEASED_BY_EARLIER_BATCH: &str = "outbox_released_by_earlier_batch";
 
+/// A pair read from the store before a cache drop, answered after it, was installed over the
+/// pair's newer state in memory (a retried swipe then decided a second match on it).
+pub const STALE_LOAD_INSTALLED: &str = "stale_load_installed";
+
+/// A `match` re-published after its `unmatched` was logged was logged again: the user's index
+/// listed an ended match.
+pub const MATCH_AFTER_ITS_UNMATCH_LOGGED: &str = "match_after_its_unmatch_logged";
+
 /// Every mutant, by name.
-pub const ALL: &[&str] = &[OUTBOX_RELEASED_BY_EARLIER_BATCH];
+pub const ALL: &[&str] = &[OUTBOX_RELEASED_BY_EARLIER_BATCH, STALE_LOAD_INSTALLED, MATCH_AFTER_ITS_UNMATCH_LOGGED];
 
 static ACTIVE: RwLock<Option<&'static str>> = RwLock::new(None);
 

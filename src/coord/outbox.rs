@@ -7,13 +7,41 @@
 //! (two active matches in the users' indexes, I1/I7). Pure: the caller passes the time.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use tokio::time::Instant;
-
+use super::pair_state::Effect;
 use super::slot::PairKey;
 use crate::persist::records::OutboxEntry;
-use crate::protocol::UserId;
+use crate::protocol::{EventKind, UserId};
+use crate::session::IndexChange;
+
+/// The events a pair decision owes its two users (one entry per user, with the effect id their
+/// logs de-duplicate a re-publish by).
+pub fn owed_for(effect: &Effect, now_ms: u64) -> Vec<OutboxEntry> {
+    match effect {
+        Effect::MatchCreated(m) => m
+            .users
+            .iter()
+            .map(|user| OutboxEntry {
+                effect_id: format!("match:{}", m.match_id),
+                user: user.clone(),
+                kind: EventKind::Match { match_: m.clone() },
+                change: IndexChange::AddMatch(m.clone()),
+                created_ms: now_ms,
+            })
+            .collect(),
+        Effect::Unmatched { match_, by } => match_
+            .users
+            .iter()
+            .map(|user| OutboxEntry {
+                effect_id: format!("unmatch:{}", match_.match_id),
+                user: user.clone(),
+                kind: EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone(), reason: None },
+                change: IndexChange::RemoveMatch(match_.match_id.clone()),
+                created_ms: now_ms,
+            })
+            .collect(),
+    }
+}
 
 /// Where an entry is on its way to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +58,8 @@ enum Stage {
 struct Owed {
     entry: OutboxEntry,
     stage: Stage,
-    last_sent: Option<Instant>,
+    /// When it was last published (ms, the caller's clock).
+    last_sent: Option<u64>,
 }
 
 /// Owed effects per pair, mirroring the stored outboxes plus what is decided on top of them.
@@ -83,19 +112,20 @@ impl Outbox {
     }
 
     /// The committed entries of `key`, to publish now (each remembered as sent at `now`).
-    pub fn due(&mut self, key: &PairKey, now: Instant) -> Vec<OutboxEntry> {
+    pub fn due(&mut self, key: &PairKey, now_ms: u64) -> Vec<OutboxEntry> {
         let Some(owed) = self.owed.get_mut(key) else { return Vec::new() };
         let due = owed.iter_mut().filter(|o| o.stage == Stage::Committed);
         due.map(|o| {
-            o.last_sent = Some(now);
+            o.last_sent = Some(now_ms);
             o.entry.clone()
         })
         .collect()
     }
 
-    /// Pairs with a committed entry never sent, or sent at least `retry` ago.
-    pub fn stale(&self, now: Instant, retry: Duration) -> Vec<PairKey> {
-        let stale = |o: &Owed| o.stage == Stage::Committed && o.last_sent.is_none_or(|t| now - t >= retry);
+    /// Pairs with a committed entry never sent, or sent at least `retry_ms` ago.
+    pub fn stale(&self, now_ms: u64, retry_ms: u64) -> Vec<PairKey> {
+        let stale =
+            |o: &Owed| o.stage == Stage::Committed && o.last_sent.is_none_or(|t| now_ms.saturating_sub(t) >= retry_ms);
         self.owed.iter().filter(|(_, owed)| owed.iter().any(stale)).map(|(k, _)| k.clone()).collect()
     }
 
@@ -134,8 +164,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{EventKind, RoomId};
-    use crate::session::IndexChange;
+    use crate::protocol::RoomId;
 
     fn key() -> PairKey {
         PairKey::new(&UserId::parse("a").unwrap(), &UserId::parse("b").unwrap()).unwrap()
@@ -157,19 +186,19 @@ mod tests {
 
     #[test]
     fn nothing_goes_out_before_its_batch_commits() {
-        let (mut o, k, now) = (Outbox::default(), key(), Instant::now());
+        let (mut o, k, now) = (Outbox::default(), key(), 1_000);
         o.owe(&k, [entry("m1", "a")]);
         assert!(o.due(&k, now).is_empty());
         assert_eq!(ids(&o.write(&k, 1)), ["m1"]);
         assert!(o.due(&k, now).is_empty(), "in flight is not stored");
-        assert!(o.stale(now, Duration::ZERO).is_empty());
+        assert!(o.stale(now, 0).is_empty());
         o.committed(&k, 1);
         assert_eq!(ids(&o.due(&k, now)), ["m1"]);
     }
 
     #[test]
     fn an_entry_decided_while_an_earlier_batch_is_in_flight_waits_for_its_own() {
-        let (mut o, k, now) = (Outbox::default(), key(), Instant::now());
+        let (mut o, k, now) = (Outbox::default(), key(), 1_000);
         o.owe(&k, [entry("like", "a")]);
         o.write(&k, 1);
         // Decided on top of batch 1, so carried by batch 2.
@@ -184,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_later_batch_commits_what_earlier_ones_carried() {
-        let (mut o, k, now) = (Outbox::default(), key(), Instant::now());
+        let (mut o, k, now) = (Outbox::default(), key(), 1_000);
         o.owe(&k, [entry("x", "a")]);
         o.write(&k, 3);
         o.committed(&k, 4);
@@ -193,12 +222,12 @@ mod tests {
 
     #[test]
     fn restored_entries_are_due_and_confirmation_empties_the_pair() {
-        let (mut o, k, now) = (Outbox::default(), key(), Instant::now());
+        let (mut o, k, now) = (Outbox::default(), key(), 1_000);
         o.restore(&k, vec![entry("x", "a"), entry("x", "b")]);
         assert!(o.has(&k) && o.owes(&k, &UserId::parse("b").unwrap(), "x"));
-        assert_eq!(o.stale(now, Duration::from_secs(1)), [k.clone()]);
+        assert_eq!(o.stale(now, 1_000), std::slice::from_ref(&k));
         assert_eq!(o.due(&k, now).len(), 2);
-        assert!(o.stale(now, Duration::from_secs(1)).is_empty(), "just sent");
+        assert!(o.stale(now, 1_000).is_empty(), "just sent");
         assert!(o.confirm(&k, &[("x".into(), UserId::parse("a").unwrap())]));
         assert!(o.confirm(&k, &[("x".into(), UserId::parse("b").unwrap())]));
         assert!(!o.has(&k));

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, ContextFutureSpawner, Handler, ResponseFuture, WrapFuture};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::messages::{Swipe, Unmatch};
-use super::outbox::Outbox;
+use super::outbox::{owed_for, Outbox};
 use super::pair_state::{Effect, PairState, UnmatchError};
 use super::slot::{shard_of, PairKey, SLOT_COUNT};
 use crate::audit::repair::{RepairOutcome, RepairPair};
@@ -27,11 +26,11 @@ use crate::persist::batch::{self, GroupCommit, Schedule};
 use crate::persist::records::{OutboxEntry, PairRecord};
 use crate::persist::store::text;
 use crate::persist::{keys, Durability, StoreError};
-use crate::protocol::{unix_ms, EventKind, MatchId, RoomId, SkipResponse, SwipeResponse, SwipeStatus};
+use crate::protocol::{unix_ms, MatchId, RoomId, SkipResponse, SwipeResponse, SwipeStatus};
 use crate::queue::messages::{CloseRoom, CreateRoom, MemberGone, Skip};
 use crate::queue::room::RoomState;
 use crate::session::messages::EffectRef;
-use crate::session::{IndexChange, UserRouter};
+use crate::session::UserRouter;
 use crate::webhook::{WebhookEvent, WebhookSender};
 
 /// Messages a shard's mailbox holds before senders wait: bounded (the HTTP layer and the
@@ -417,30 +416,20 @@ impl PairShard {
 
     /// Carries out a decision's effect: index the match and owe both users their event.
     fn apply(&mut self, key: &PairKey, effect: Effect) {
-        let entries: Vec<OutboxEntry> = match effect {
+        match &effect {
             Effect::MatchCreated(m) => {
                 METRICS.matches.inc();
                 self.notify(|| {
                     WebhookEvent::new(
                         format!("match.created:{}", m.match_id),
                         "match.created",
-                        serde_json::json!({ "match": &m }),
+                        serde_json::json!({ "match": m }),
                     )
                 });
                 self.match_pairs.insert(m.match_id.clone(), key.clone());
                 if let Some(d) = self.durable.as_mut() {
                     d.next.match_keys.push((m.match_id.clone(), key.clone()));
                 }
-                m.users
-                    .iter()
-                    .map(|user| OutboxEntry {
-                        effect_id: format!("match:{}", m.match_id),
-                        user: user.clone(),
-                        kind: EventKind::Match { match_: m.clone() },
-                        change: IndexChange::AddMatch(m.clone()),
-                        created_ms: unix_ms(),
-                    })
-                    .collect()
             }
             Effect::Unmatched { match_, by } => {
                 METRICS.unmatches.inc();
@@ -451,23 +440,12 @@ impl PairShard {
                     WebhookEvent::new(
                         format!("match.ended:{}", match_.match_id),
                         "match.ended",
-                        serde_json::json!({ "match_id": &match_.match_id, "users": &match_.users, "by": &by }),
+                        serde_json::json!({ "match_id": &match_.match_id, "users": &match_.users, "by": by }),
                     )
                 });
-                match_
-                    .users
-                    .iter()
-                    .map(|user| OutboxEntry {
-                        effect_id: format!("unmatch:{}", match_.match_id),
-                        user: user.clone(),
-                        kind: EventKind::Unmatched { match_id: match_.match_id.clone(), by: by.clone(), reason: None },
-                        change: IndexChange::RemoveMatch(match_.match_id.clone()),
-                        created_ms: unix_ms(),
-                    })
-                    .collect()
             }
-        };
-        self.owe(key, entries);
+        }
+        self.owe(key, owed_for(&effect, unix_ms()));
     }
 
     /// Tells the app's backend about a decision: now in memory, after the batch is stored with Redis.
@@ -849,7 +827,7 @@ impl PairShard {
     /// Publishes the committed, unconfirmed effects of `key` to their users.
     pub(crate) fn publish_owed(&mut self, key: &PairKey) {
         let Some(d) = self.durable.as_mut() else { return };
-        for entry in d.outbox.due(key, Instant::now()) {
+        for entry in d.outbox.due(key, unix_ms()) {
             let effect = EffectRef { id: entry.effect_id, pair: key.clone() };
             self.users.publish(&entry.user, entry.kind, entry.change, Some(effect));
         }
@@ -858,7 +836,7 @@ impl PairShard {
     /// Re-publishes effects that were not confirmed in time (a user shard's batch failed).
     fn retry_outbox(&mut self) {
         let Some(d) = self.durable.as_mut() else { return };
-        for key in d.outbox.stale(Instant::now(), OUTBOX_RETRY) {
+        for key in d.outbox.stale(unix_ms(), OUTBOX_RETRY.as_millis() as u64) {
             self.publish_owed(&key);
         }
     }

@@ -4,6 +4,7 @@
 //! Connections (WebSocket or SSE session actors) subscribe through the same actor, so a resume
 //! replays exactly what was missed and nothing twice.
 
+pub mod effects;
 pub mod event_log;
 pub mod messages;
 pub mod router;

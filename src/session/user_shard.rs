@@ -297,12 +297,21 @@ impl UserShard {
         let durable = self.durable.is_some();
         let entry = self.entry(user);
         if let Some(fx) = &effect {
-            if let Some(existing) = entry.log.find_effect(&fx.id) {
+            match crate::session::effects::arrival(&entry.log, &fx.id, &change) {
+                crate::session::effects::Arrival::New => {}
                 // A re-publish of an event already logged: confirm it, log nothing.
-                let durable_now = existing <= entry.log.durable_id();
-                self.heal_index(user, &change, ctx);
-                self.confirm(fx.pair.clone(), fx.id.clone(), user.clone(), durable_now, ctx);
-                return;
+                crate::session::effects::Arrival::Logged(existing) => {
+                    let durable_now = existing <= entry.log.durable_id();
+                    self.heal_index(user, &change, ctx);
+                    self.confirm(fx.pair.clone(), fx.id.clone(), user.clone(), durable_now, ctx);
+                    return;
+                }
+                // A match that arrives after its own end: nothing to tell, nothing to list.
+                crate::session::effects::Arrival::Superseded(existing) => {
+                    let durable_now = existing <= entry.log.durable_id();
+                    self.confirm(fx.pair.clone(), fx.id.clone(), user.clone(), durable_now, ctx);
+                    return;
+                }
             }
         }
         match &change {
