@@ -43,6 +43,17 @@ pub fn owed_for(effect: &Effect, now_ms: u64) -> Vec<OutboxEntry> {
     }
 }
 
+/// Whether a pair read from the store may be installed: only if it was read in the cache's current
+/// generation (reads from before a drop are stale) and the pair is not in memory already (memory
+/// may hold decisions not stored yet; replacing them once let a retried swipe decide a second match).
+pub fn may_install(read_generation: u64, generation: u64, in_memory: bool) -> bool {
+    #[cfg(feature = "mutants")]
+    if crate::mutants::active(crate::mutants::STALE_LOAD_INSTALLED) {
+        return true;
+    }
+    read_generation == generation && !in_memory
+}
+
 /// Where an entry is on its way to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {

@@ -15,7 +15,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, ContextFutureSpawner, 
 use tokio::sync::oneshot;
 
 use super::messages::{Swipe, Unmatch};
-use super::outbox::{owed_for, Outbox};
+use super::outbox::{may_install, owed_for, Outbox};
 use super::pair_state::{Effect, PairState, UnmatchError};
 use super::slot::{shard_of, PairKey, SLOT_COUNT};
 use crate::audit::repair::{RepairOutcome, RepairPair};
@@ -662,11 +662,21 @@ impl PairShard {
         }
         // Reads from before a cache drop are stale: their commands were failed by the drop and
         // the pairs are loaded again on their next touch.
-        let current = self.durable.as_ref().is_some_and(|d| d.generation == batch.generation);
+        let generation = self.durable.as_ref().map_or(0, |d| d.generation);
+        let current = generation == batch.generation;
         for (value, exp) in values.iter().zip(expect) {
             match exp {
                 Expect::Ignore => {}
-                Expect::Pair(_) | Expect::Owner(_) if !current => {}
+                Expect::Owner(_) if !current => {}
+                Expect::Pair(key) if !may_install(batch.generation, generation, self.pairs.contains_key(&key)) => {
+                    if current {
+                        // In memory already: run what waited for the load on that state.
+                        let cmds = self.durable.as_mut().and_then(|d| d.loading.remove(&key)).unwrap_or_default();
+                        for cmd in cmds {
+                            self.execute(cmd, ctx);
+                        }
+                    }
+                }
                 Expect::Pair(key) => self.loaded(key, value, ctx),
                 Expect::Owner(lookup) => {
                     let owner = text(value).and_then(|s| keys::parse_pair_member(&s));
@@ -692,15 +702,6 @@ impl PairShard {
 
     /// A pair's stored record arrived: install it, re-publish what it still owes, run its queue.
     fn loaded(&mut self, key: PairKey, value: &redis::Value, ctx: &mut Context<Self>) {
-        if self.pairs.contains_key(&key) {
-            // Already in memory, possibly with decisions not stored yet: never replace it with an
-            // older read (that could decide a second match on it).
-            let cmds = self.durable.as_mut().and_then(|d| d.loading.remove(&key)).unwrap_or_default();
-            for cmd in cmds {
-                self.execute(cmd, ctx);
-            }
-            return;
-        }
         let record = match text(value) {
             None => PairRecord::default(),
             Some(json) => match serde_json::from_str::<PairRecord>(&json) {

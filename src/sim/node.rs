@@ -8,7 +8,7 @@ use rand::Rng;
 
 use super::store::{IndexWrite, PairBatch, Refusal, StoredUser, UserBatch};
 use super::{Ev, World};
-use crate::coord::outbox::{owed_for, Outbox};
+use crate::coord::outbox::{may_install, owed_for, Outbox};
 use crate::coord::pair_state::PairState;
 use crate::coord::slot::{user_slot, PairKey};
 use crate::persist::records::{OutboxEntry, PairRecord};
@@ -413,30 +413,27 @@ fn pair_committed(w: &mut World, i: usize, seq: u64, result: Result<Vec<Option<P
     for key in &flight.dirty {
         publish_owed(w, i, key);
     }
-    let current = w.nodes[i].pairs.generation == flight.generation;
-    #[cfg(feature = "mutants")]
-    let current = current || crate::mutants::active(crate::mutants::STALE_LOAD_INSTALLED);
-    if current {
-        for (key, record) in flight.loads.into_iter().zip(values) {
-            install(w, i, key, record.unwrap_or_default());
-        }
+    for (key, record) in flight.loads.into_iter().zip(values) {
+        install(w, i, flight.generation, key, record.unwrap_or_default());
     }
     flush_pairs(w, i);
 }
 
 /// A pair read from the store: installed unless already in memory (possibly with newer decisions).
-fn install(w: &mut World, i: usize, key: PairKey, record: PairRecord) {
+fn install(w: &mut World, i: usize, read_generation: u64, key: PairKey, record: PairRecord) {
     let p = &mut w.nodes[i].pairs;
-    let keep = p.pairs.contains_key(&key);
-    #[cfg(feature = "mutants")]
-    let keep = keep && !crate::mutants::active(crate::mutants::STALE_LOAD_INSTALLED);
-    if !keep {
+    let current = read_generation == p.generation;
+    if may_install(read_generation, p.generation, p.pairs.contains_key(&key)) {
         if let Some(m) = record.state.active_match() {
             p.match_pairs.insert(m.match_id.clone(), key.clone());
         }
         p.pairs.insert(key.clone(), record.state);
         p.outbox.restore(&key, record.outbox);
         publish_owed(w, i, &key);
+    }
+    if !current {
+        // Read before a drop: what waited for it was failed by the drop.
+        return;
     }
     let waiting = w.nodes[i].pairs.loading.remove(&key).unwrap_or_default();
     for req in waiting {
