@@ -76,14 +76,21 @@ impl Running {
         format!("ws://{}", self.addr)
     }
 
-    /// Graceful stop: stop accepting, tell every connection to reconnect elsewhere (close code
-    /// 1012), let in-flight requests finish within the grace period, then stop the shards.
+    /// Graceful stop: stop accepting; in a cluster, hand the slots over (leave, then wait until
+    /// their new owners claimed them, within half the grace period) so reconnects find ready
+    /// owners; tell every connection to reconnect elsewhere (close code 1012); let in-flight
+    /// requests finish within the grace period; then stop the shards.
     pub async fn shutdown(self) {
         let grace = Duration::from_millis(self.node.config.timeouts.shutdown_grace_ms);
         let drain = async {
             let stop = self.handle.stop(true);
+            self.node.hand_over(grace / 2).await;
             for shard in self.node.users.all() {
                 let _ = shard.send(CloseAll { reason: CloseReason::ShuttingDown }).await;
+            }
+            // Streams relayed from other owners are not in this node's user shards.
+            if let Some(f) = &self.node.forwarder {
+                f.close_relays(CloseReason::ShuttingDown);
             }
             stop.await;
         };

@@ -290,6 +290,15 @@ impl Node {
         let _ = tokio::time::timeout(self.config.persist_timeout() * 2, first_rx).await;
     }
 
+    /// Cluster mode, at shutdown: leaves the members set and waits (up to `within`) until the
+    /// slots this node owned have new owners that claimed them, forwarding actions to them
+    /// meanwhile. Returns at once otherwise.
+    pub async fn hand_over(&self, within: std::time::Duration) {
+        if let (Some(store), Some(m)) = (&self.probe, self.membership()) {
+            m.hand_over(store, within).await;
+        }
+    }
+
     /// Gives up the lease, or leaves the cluster, at shutdown (Redis mode), after the shards have
     /// written what they owed.
     pub async fn release_lease(&self) {

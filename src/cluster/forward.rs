@@ -168,6 +168,10 @@ struct ForwarderInner {
     /// The whole budget of one call, retries included.
     timeout: Duration,
     local: OnceLock<LocalExecutor>,
+    /// Streams of this node relayed from their users' owners, so a shutdown can close them
+    /// (they are not in this node's user shards).
+    relays: std::sync::Mutex<std::collections::HashMap<u64, actix::Recipient<crate::session::Deliver>>>,
+    next_relay: std::sync::atomic::AtomicU64,
 }
 
 /// Calls per batched request, at most.
@@ -199,8 +203,41 @@ thread_local! {
 }
 
 impl Forwarder {
+    /// Remembers a relayed stream's session until `relay_ended`.
+    pub(crate) fn relay_started(&self, session: actix::Recipient<crate::session::Deliver>) -> u64 {
+        let id = self.inner.next_relay.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut relays) = self.inner.relays.lock() {
+            relays.insert(id, session);
+        }
+        id
+    }
+
+    pub(crate) fn relay_ended(&self, id: u64) {
+        if let Ok(mut relays) = self.inner.relays.lock() {
+            relays.remove(&id);
+        }
+    }
+
+    /// Closes every relayed stream with `reason` (at shutdown: the client reconnects elsewhere).
+    pub fn close_relays(&self, reason: crate::session::CloseReason) -> usize {
+        let relays: Vec<_> = self.inner.relays.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+        for (_, session) in &relays {
+            session.do_send(crate::session::Deliver::Close(reason));
+        }
+        relays.len()
+    }
+
     pub fn new(membership: Membership, key: String, timeout: Duration) -> Forwarder {
-        Forwarder { inner: Arc::new(ForwarderInner { membership, key, timeout, local: OnceLock::new() }) }
+        Forwarder {
+            inner: Arc::new(ForwarderInner {
+                membership,
+                key,
+                timeout,
+                local: OnceLock::new(),
+                relays: Default::default(),
+                next_relay: Default::default(),
+            }),
+        }
     }
 
     pub fn membership(&self) -> &Membership {

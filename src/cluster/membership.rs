@@ -41,6 +41,24 @@ local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
 return {epoch, redis.call('ZRANGE', KEYS[1], 0, -1)}
 ";
 
+/// Removes `ARGV[1]` from the members set (`KEYS[1]`) with the expired entries, bumps the epoch
+/// (`KEYS[2]`) if that changed the set, and returns the epoch and the remaining entries: a leave is
+/// a view of its own, like a join, so claims made for it are ordered after those of the view
+/// before it.
+const LEAVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) + redis.call('ZREM', KEYS[1], ARGV[1])
+if removed > 0 then
+  redis.call('INCR', KEYS[2])
+end
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {epoch, redis.call('ZRANGE', KEYS[1], 0, -1)}
+";
+
+/// How often a leaving node checks whether its slots have been claimed.
+const HAND_OVER_POLL: Duration = Duration::from_millis(25);
+
 /// Claims one slot for a view: writes the token (`ARGV[1]`) into the slot's fence keys
 /// (`KEYS[1..3]`) unless the slot was already claimed under a newer view (`KEYS[4]` holds the
 /// epoch of the last claim, `ARGV[2]` is ours). So a node acting on an older view can never take
@@ -120,6 +138,8 @@ struct Inner {
     /// A write was fenced although this node thought it owned the slot: claim again.
     recheck: AtomicBool,
     left: AtomicBool,
+    /// The renewal task is running (a leave waits for it to stop, so no renewal re-adds the node).
+    renewing: AtomicBool,
 }
 
 struct State {
@@ -134,6 +154,9 @@ struct State {
     token: Arc<str>,
     /// Bumped each time this node (re)joins after a lapse.
     tenure: u64,
+    /// Left the cluster at shutdown: `table` is the view without this node, and every action is
+    /// forwarded to its slot's new owner.
+    leaving: bool,
 }
 
 /// What a view change asks of the node's actors before it claims its new slots.
@@ -176,12 +199,14 @@ impl Membership {
                     settled: false,
                     token: new_token(node_id),
                     tenure: 0,
+                    leaving: false,
                 }),
                 me,
                 ttl,
                 refresh: Notify::new(),
                 recheck: AtomicBool::new(false),
                 left: AtomicBool::new(false),
+                renewing: AtomicBool::new(false),
             }),
         }
     }
@@ -228,6 +253,13 @@ impl Membership {
     pub fn route(&self, slot: u16) -> Result<Route, ApiError> {
         let me = &self.inner.me.id;
         self.with_state(|s| {
+            if s.leaving {
+                // Handing over: every slot is someone else's now.
+                return match s.table.owner(slot) {
+                    Some(m) if m.id != *me => Ok(Route::Remote(m.clone())),
+                    _ => Err(Self::not_active()),
+                };
+            }
             if !Self::active(s) {
                 return Err(Self::not_active());
             }
@@ -319,6 +351,7 @@ impl Membership {
         mut first: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
         let inner = &self.inner;
+        inner.renewing.store(true, Ordering::Relaxed);
         let ttl_ms = inner.ttl.as_millis() as u64;
         let mut wakeups = 0u64;
         while !inner.left.load(Ordering::Relaxed) {
@@ -351,6 +384,7 @@ impl Membership {
             }
             let _ = tokio::time::timeout(inner.ttl / 5, inner.refresh.notified()).await;
         }
+        inner.renewing.store(false, Ordering::Relaxed);
         // Wakes the reconciler so it sees `left` and ends.
         let _ = changes.send(u64::MAX);
     }
@@ -452,16 +486,82 @@ impl Membership {
         Ok(())
     }
 
-    /// Leaves the cluster at shutdown so the others take over at once instead of after the TTL.
+    /// Graceful leave: stops renewing, leaves the members set under a new view epoch, forwards
+    /// every action to the new owners from then on, and waits (up to `within`) until every slot
+    /// it owned has been claimed under that view or a newer one. Returns whether they all were, so
+    /// the caller closes its streams only once reconnects find ready owners.
+    pub async fn hand_over(&self, store: &RedisStore, within: Duration) -> bool {
+        let inner = &self.inner;
+        let deadline = Instant::now() + within;
+        let mine: Vec<u16> = self.with_state(|s| s.table.slots_of(&inner.me.id).collect()).unwrap_or_default();
+        inner.left.store(true, Ordering::Relaxed);
+        if let Ok(mut s) = inner.state.write() {
+            s.valid_until = None;
+            s.settled = false;
+        }
+        // A renewal in flight would add this node back after it left.
+        inner.refresh.notify_one();
+        while inner.renewing.load(Ordering::Relaxed) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL").arg(LEAVE).arg(2).arg(members_key()).arg(epoch_key()).arg(inner.me.encode());
+        let (epoch, members) = match store.run(pipe, 1).await {
+            Ok(values) => parse_view(values.into_iter().next()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not leave the cluster; the entry expires by itself");
+                return false;
+            }
+        };
+        METRICS.lease_held.set(0);
+        let remaining = members.len();
+        if let Ok(mut s) = inner.state.write() {
+            s.table = Arc::new(Ownership::new(members));
+            s.epoch = epoch;
+            s.leaving = true;
+        }
+        tracing::info!(epoch, remaining, slots = mine.len(), "left the cluster; waiting for the new owners to claim");
+        if remaining == 0 {
+            return true;
+        }
+        let started = Instant::now();
+        let mut waiting = mine;
+        while Instant::now() < deadline {
+            let mut pipe = redis::pipe();
+            for slot in &waiting {
+                pipe.cmd("GET").arg(claim_epoch_key(*slot));
+            }
+            if let Ok(values) = store.run(pipe, waiting.len()).await {
+                let claimed =
+                    |v: &redis::Value| text(v).and_then(|t| t.parse::<u64>().ok()).is_some_and(|e| e >= epoch);
+                let left: Vec<u16> =
+                    waiting.iter().zip(values.iter()).filter(|(_, v)| !claimed(v)).map(|(s, _)| *s).collect();
+                waiting = left;
+            }
+            if waiting.is_empty() {
+                tracing::info!(ms = started.elapsed().as_millis() as u64, "every slot claimed by its new owner");
+                return true;
+            }
+            tokio::time::sleep(HAND_OVER_POLL).await;
+        }
+        tracing::warn!(unclaimed = waiting.len(), "hand-over timed out; closing streams anyway");
+        false
+    }
+
+    /// Leaves the cluster at shutdown so the others take over at once instead of after the TTL
+    /// (nothing to do after a `hand_over`).
     pub async fn leave(&self, store: &RedisStore) {
         let inner = &self.inner;
+        if self.with_state(|s| s.leaving).unwrap_or(false) {
+            return;
+        }
         inner.left.store(true, Ordering::Relaxed);
         if let Ok(mut s) = inner.state.write() {
             s.valid_until = None;
             s.settled = false;
         }
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(members_key()).arg(inner.me.encode());
+        pipe.cmd("EVAL").arg(LEAVE).arg(2).arg(members_key()).arg(epoch_key()).arg(inner.me.encode());
         match store.run(pipe, 1).await {
             Ok(_) => tracing::info!("left the cluster"),
             Err(e) => tracing::warn!(error = %e, "could not leave the cluster; the entry expires by itself"),

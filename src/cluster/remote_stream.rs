@@ -71,6 +71,8 @@ pub async fn open(
         return Err(ApiError::from_body(&value, "the owning node refused the stream"));
     }
     METRICS.connections.with_label_values(&["relay"]).inc();
+    let relay = forwarder.relay_started(session.clone());
+    let forwarder = forwarder.clone();
     Ok(actix_rt::spawn(async move {
         let mut parser = crate::protocol::sse::SseParser::default();
         let mut first = true;
@@ -99,6 +101,7 @@ pub async fn open(
             }
         }
         METRICS.connections.with_label_values(&["relay"]).dec();
+        forwarder.relay_ended(relay);
         // The owner went away or ended the stream: the client reconnects and resumes.
         session.do_send(Deliver::Close(CloseReason::ShuttingDown));
     }))

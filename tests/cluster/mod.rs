@@ -1134,3 +1134,92 @@ async fn a_joining_or_leaving_node_moves_only_its_share_of_slots_and_nothing_is_
     }
     eprintln!("slots {before:?} -> {after:?} -> {last:?}; graceful leave converged in {left_after:?}");
 }
+
+/// A node stopped with SIGTERM hands its slots over before it closes its streams: when a stream
+/// gets 1012, the remaining nodes already own every slot, so the reconnect and the user's first
+/// request find ready owners (no 503), and the resumed streams miss nothing and carry on.
+#[actix_rt::test]
+async fn a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_streams() {
+    a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_streams_on(Backing::Redis).await;
+}
+
+#[actix_rt::test]
+async fn a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_streams_on_a_redis_cluster() {
+    a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_streams_on(Backing::RedisCluster).await;
+}
+
+async fn a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_streams_on(backing: Backing) {
+    const PAIRS: usize = 20;
+    const LEAVER: usize = 2;
+    let _trace = common::trace_init();
+    let mut cluster = Cluster::start_on(NODES, backing).await;
+    let (leaver, stayer, other) = (cluster.api(LEAVER), cluster.api(0), cluster.api(1));
+    let users: Vec<String> = (0..PAIRS).flat_map(|i| [format!("g{i}a"), format!("g{i}b")]).collect();
+    let tokens = tokens(&stayer, &users).await;
+    let mut matches = HashMap::new();
+    for i in 0..PAIRS {
+        let (a, b) = (format!("g{i}a"), format!("g{i}b"));
+        let m = stayer.mutual_match(&a, &b).await;
+        matches.insert(a, m.clone());
+        matches.insert(b, m);
+    }
+    // Every user streams from the leaving node (relayed there for users other nodes own).
+    let conns = bounded(CONCURRENCY, users.iter().map(|u| connect(&leaver, &tokens[u]))).await;
+    for c in &conns {
+        assert_eq!(c.last_id(), 1, "{c:?}: the hello names the match event");
+    }
+
+    cluster.terminate(LEAVER);
+    // The first close: by then the two others must be settled owners of all 16,384 slots.
+    let first =
+        futures_util::future::select_all(conns.iter().map(|c| Box::pin(c.closed(Duration::from_secs(15))))).await.0;
+    let views: Vec<Option<(u16, Value)>> = [0, 1].into_iter().map(|i| cluster.readyz(i)).collect();
+    assert_eq!(first.code, Some(1012), "{first:?}");
+    let mut owned = 0;
+    for (i, view) in views.iter().enumerate() {
+        match view {
+            Some((200, body)) if body["members"] == 2 => owned += body["owned_slots"].as_u64().unwrap_or(0),
+            _ => panic!(
+                "node {i} was not a settled member of the two-node view when the leaver closed a stream: {view:?}"
+            ),
+        }
+    }
+    assert_eq!(owned, 16_384, "{views:?}");
+    for c in &conns {
+        let closed = c.closed(Duration::from_secs(15)).await;
+        assert_eq!(closed.code, Some(1012), "{c:?}: {closed:?}");
+    }
+
+    // The first request of each user, through either remaining node, is answered at once.
+    for (n, u) in users.iter().enumerate() {
+        let api = if n % 2 == 0 { &stayer } else { &other };
+        let listed = api.get("/v1/matches", &tokens[u]).await;
+        assert_eq!(listed.status.as_u16(), 200, "{u}'s first request after the hand-over: {:?}", listed.json());
+        assert_eq!(listed.json()["matches"], json!([matches[u].clone()]), "{u}");
+    }
+    // Streams resume where they were and carry on: an unmatch reaches both members, next in line.
+    let resumed = bounded(
+        CONCURRENCY,
+        users.iter().zip(&conns).enumerate().map(|(n, (u, old))| {
+            let api = if n % 2 == 0 { stayer.clone() } else { other.clone() };
+            let (token, since) = (tokens[u].clone(), old.last_id());
+            async move {
+                let conn = api.ws_with(&token, WsOptions { since: Some(since), ..WsOptions::default() }).await;
+                let conn = conn.unwrap_or_else(|e| panic!("reconnect refused: {e:?}"));
+                conn.recv_event("hello", TIMEOUT).await;
+                (conn, since)
+            }
+        }),
+    )
+    .await;
+    for i in 0..PAIRS {
+        let a = format!("g{i}a");
+        let id = matches[&a]["match_id"].as_str().unwrap_or_default().to_string();
+        assert_eq!(stayer.unmatch(&tokens[&a], &id).await.status.as_u16(), 200);
+    }
+    for (u, (conn, since)) in users.iter().zip(&resumed) {
+        let e = conn.recv_event("unmatched", TIMEOUT).await;
+        assert_eq!(e["id"].as_u64(), Some(since + 1), "{u}: the resumed stream skipped or repeated an event");
+    }
+    cluster.wait_exit(LEAVER, Duration::from_secs(15)).await;
+}

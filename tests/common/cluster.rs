@@ -106,6 +106,16 @@ impl Cluster {
     /// SIGTERM node `i` and wait until it has exited (a graceful stop leaves the cluster).
     pub async fn stop(&mut self, i: usize, within: Duration) {
         self.nodes[i].signal("TERM");
+        self.wait_exit(i, within).await;
+    }
+
+    /// SIGTERM node `i` without waiting.
+    pub fn terminate(&self, i: usize) {
+        self.nodes[i].signal("TERM");
+    }
+
+    /// Waits until node `i` has exited.
+    pub async fn wait_exit(&mut self, i: usize, within: Duration) {
         let deadline = Instant::now() + within;
         while !self.nodes[i].reap() {
             assert!(Instant::now() < deadline, "node {i} did not stop within {within:?} of SIGTERM");
