@@ -56,6 +56,8 @@ pub struct Metrics {
     pub delivery_seconds: HistogramVec,
     /// Connections closed because they could not keep up.
     pub slow_consumers: IntCounter,
+    /// Relayed streams that followed their user to a new owner without closing the client.
+    pub relay_reopens: IntCounter,
     /// Swipes by outcome (`pending`, `matched`, `passed`, `replayed`).
     pub swipes: IntCounterVec,
     /// Matches created.
@@ -142,6 +144,10 @@ impl Metrics {
             slow_consumers: IntCounter::new(
                 "matchd_slow_consumers_closed_total",
                 "Connections closed because their outbox was full",
+            )?,
+            relay_reopens: IntCounter::new(
+                "matchd_relay_reopens_total",
+                "Relayed streams that followed their user to a new owner without closing the client",
             )?,
             swipes: IntCounterVec::new(Opts::new("matchd_swipes_total", "Swipes by outcome"), &["outcome"])?,
             matches: IntCounter::new("matchd_matches_total", "Matches created")?,
@@ -235,6 +241,7 @@ impl Metrics {
         m.registry.register(Box::new(m.events_delivered.clone()))?;
         m.registry.register(Box::new(m.delivery_seconds.clone()))?;
         m.registry.register(Box::new(m.slow_consumers.clone()))?;
+        m.registry.register(Box::new(m.relay_reopens.clone()))?;
         m.registry.register(Box::new(m.swipes.clone()))?;
         m.registry.register(Box::new(m.matches.clone()))?;
         m.registry.register(Box::new(m.unmatches.clone()))?;

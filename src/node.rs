@@ -363,7 +363,10 @@ impl Node {
         since: Option<u64>,
     ) -> Result<Subscription, ApiError> {
         let Some(f) = &self.forwarder else {
-            self.users.for_user(user).send(Subscribe { user: user.clone(), session, since }).await??;
+            self.users
+                .for_user(user)
+                .send(Subscribe { user: user.clone(), session, since, continued: false })
+                .await??;
             return Ok(Subscription::Local);
         };
         // While the slot changes hands (a view change, an owner that just died) the stream waits
@@ -372,12 +375,12 @@ impl Node {
         loop {
             let attempt = match f.route(user_slot(user)) {
                 Ok(Route::Remote(peer)) => {
-                    crate::cluster::remote_stream::open(f, &peer, user, since, session.recipient.clone())
-                        .await
-                        .map(Subscription::Remote)
+                    let local =
+                        crate::cluster::remote_stream::Local { users: self.users.clone(), session: session.clone() };
+                    crate::cluster::remote_stream::open(f, &peer, user, since, local).await.map(Subscription::Remote)
                 }
                 Ok(Route::Local) => {
-                    let msg = Subscribe { user: user.clone(), session: session.clone(), since };
+                    let msg = Subscribe { user: user.clone(), session: session.clone(), since, continued: false };
                     flatten(self.users.for_user(user).send(msg).await).map(|()| Subscription::Local)
                 }
                 Err(e) => Err(e),
@@ -398,8 +401,12 @@ impl Node {
             Subscription::Local => {
                 self.users.for_user(user).do_send(Unsubscribe { user: user.clone(), session_id });
             }
-            // Ending the relay closes its stream at the owner, which unsubscribes it there.
-            Subscription::Remote(relay) => relay.abort(),
+            // Ending the relay closes its stream at the owner, which unsubscribes it there; a relay
+            // whose user came to this node continued as a local subscription.
+            Subscription::Remote(relay) => {
+                relay.abort();
+                self.users.for_user(user).do_send(Unsubscribe { user: user.clone(), session_id });
+            }
         }
     }
 

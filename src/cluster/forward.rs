@@ -244,6 +244,11 @@ impl Forwarder {
         &self.inner.membership
     }
 
+    /// The whole budget of one call (also how long a relay looks for a user's new owner).
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     pub fn key(&self) -> &str {
         &self.inner.key
     }

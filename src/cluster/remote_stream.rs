@@ -41,16 +41,16 @@ pub fn created_micros(event: &Event) -> u64 {
     unix_micros().saturating_sub(event.created.elapsed().as_micros() as u64)
 }
 
-/// Opens `user`'s stream on `peer` (the owner), resuming after `since`, and relays it to
-/// `session` until either side ends. Fails like a local subscribe would (e.g. too many
-/// connections) if the owner refuses.
-pub async fn open(
+/// How long a relay waits between tries to reach a user's new owner.
+const REOPEN_PAUSE: Duration = Duration::from_millis(50);
+
+/// Opens the owner's internal stream of `user` after `since`.
+async fn connect(
     forwarder: &Forwarder,
     peer: &Member,
     user: &UserId,
     since: Option<u64>,
-    session: Recipient<Deliver>,
-) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+) -> Result<awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>>>, ApiError> {
     let mut url = format!("{}/internal/v1/events?user={user}", peer.url);
     if let Some(since) = since {
         url.push_str(&format!("&since={since}"));
@@ -70,39 +70,135 @@ pub async fn open(
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         return Err(ApiError::from_body(&value, "the owning node refused the stream"));
     }
+    Ok(res)
+}
+
+/// Where the user's stream is to be found now, after its owner ended it: another node's
+/// (`Some`), this node's own (`None`), or not known while the view is not settled (`Err`).
+fn new_owner(forwarder: &Forwarder, user: &UserId) -> Result<Option<Member>, ()> {
+    match forwarder.route(crate::coord::slot::user_slot(user)) {
+        Ok(super::membership::Route::Remote(peer)) => Ok(Some(peer)),
+        Ok(super::membership::Route::Local) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// What a relay needs to continue as a local subscription when its user's slot moves to this node.
+pub struct Local {
+    pub users: crate::session::UserRouter,
+    pub session: crate::session::messages::SessionHandle,
+}
+
+/// Opens `user`'s stream on `peer` (the owner), resuming after `since`, and relays it to
+/// `session` until the session ends. When the owner ends the stream (it stops, or the user's slot
+/// moves) the relay follows the user to the new owner, resuming after the last event it passed
+/// on, or to this node's own user shard if the user came here, so the client keeps its connection
+/// through a hand-over; only when no owner takes the stream in time is the client closed with
+/// 1012 (reconnect and resume). Fails like a local
+/// subscribe would (e.g. too many connections) if the first owner refuses.
+pub async fn open(
+    forwarder: &Forwarder,
+    peer: &Member,
+    user: &UserId,
+    since: Option<u64>,
+    local: Local,
+) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+    let session: Recipient<Deliver> = local.session.recipient.clone();
+    let mut res = connect(forwarder, peer, user, since).await?;
     METRICS.connections.with_label_values(&["relay"]).inc();
     let relay = forwarder.relay_started(session.clone());
     let forwarder = forwarder.clone();
+    let user = user.clone();
     Ok(actix_rt::spawn(async move {
-        let mut parser = crate::protocol::sse::SseParser::default();
-        let mut first = true;
-        'read: while let Some(chunk) = res.next().await {
-            let Ok(chunk) = chunk else { break };
-            for (event, stamp) in parser.feed(&chunk).into_iter().filter_map(relayed_event) {
-                if let Some(created) = stamp {
-                    let lag = unix_micros().saturating_sub(created);
-                    METRICS.cross_node_delivery_seconds.observe(lag as f64 / 1e6);
-                }
-                let msg = if first {
-                    first = false;
-                    Deliver::Resume { hello: event, missed: Vec::new() }
-                } else {
-                    Deliver::Event(Arc::new(event))
-                };
-                match session.try_send(msg) {
-                    Ok(()) => {}
-                    Err(actix::dev::SendError::Full(_)) => {
-                        METRICS.slow_consumers.inc();
-                        session.do_send(Deliver::Close(CloseReason::SlowConsumer));
-                        break 'read;
+        // The id of the last event passed on (the first `hello` sets it).
+        let mut last: Option<u64> = None;
+        'relay: loop {
+            let mut parser = crate::protocol::sse::SseParser::default();
+            let mut hello_seen = false;
+            while let Some(chunk) = res.next().await {
+                let Ok(chunk) = chunk else { break };
+                for (event, stamp) in parser.feed(&chunk).into_iter().filter_map(relayed_event) {
+                    if let Some(created) = stamp {
+                        let lag = unix_micros().saturating_sub(created);
+                        METRICS.cross_node_delivery_seconds.observe(lag as f64 / 1e6);
                     }
-                    Err(actix::dev::SendError::Closed(_)) => break 'read,
+                    let msg = match (last, hello_seen) {
+                        (None, _) => {
+                            hello_seen = true;
+                            last = Some(event.id);
+                            Deliver::Resume { hello: event, missed: Vec::new() }
+                        }
+                        // A new owner's `hello`: the client has had one already.
+                        (Some(_), false) => {
+                            hello_seen = true;
+                            continue;
+                        }
+                        (Some(prev), true) if event.id <= prev => continue,
+                        (Some(_), true) => {
+                            last = Some(event.id);
+                            Deliver::Event(Arc::new(event))
+                        }
+                    };
+                    match session.try_send(msg) {
+                        Ok(()) => {}
+                        Err(actix::dev::SendError::Full(_)) => {
+                            METRICS.slow_consumers.inc();
+                            session.do_send(Deliver::Close(CloseReason::SlowConsumer));
+                            break 'relay;
+                        }
+                        Err(actix::dev::SendError::Closed(_)) => break 'relay,
+                    }
                 }
+            }
+            // The owner ended the stream: follow the user to their new owner.
+            let Some(since) = last else { break };
+            if !session.connected() {
+                break;
+            }
+            // Retry while the slot changes hands, within one call's budget.
+            let deadline = tokio::time::Instant::now() + forwarder.timeout();
+            loop {
+                if tokio::time::Instant::now() >= deadline || !session.connected() {
+                    break 'relay;
+                }
+                match new_owner(&forwarder, &user) {
+                    Ok(Some(peer)) => match connect(&forwarder, &peer, &user, Some(since)).await {
+                        Ok(next) => {
+                            METRICS.relay_reopens.inc();
+                            res = next;
+                            continue 'relay;
+                        }
+                        Err(ApiError::Unavailable(_)) => {}
+                        Err(_) => break 'relay,
+                    },
+                    // The user is this node's own now: continue as a local subscription.
+                    Ok(None) => {
+                        let msg = crate::session::messages::Subscribe {
+                            user: user.clone(),
+                            session: local.session.clone(),
+                            since: Some(since),
+                            continued: true,
+                        };
+                        match local.users.for_user(&user).send(msg).await {
+                            Ok(Ok(())) => {
+                                METRICS.relay_reopens.inc();
+                                METRICS.connections.with_label_values(&["relay"]).dec();
+                                forwarder.relay_ended(relay);
+                                return;
+                            }
+                            Ok(Err(ApiError::Unavailable(_))) => {}
+                            _ => break 'relay,
+                        }
+                    }
+                    Err(()) => {}
+                }
+                forwarder.membership().refresh_soon();
+                tokio::time::sleep(REOPEN_PAUSE).await;
             }
         }
         METRICS.connections.with_label_values(&["relay"]).dec();
         forwarder.relay_ended(relay);
-        // The owner went away or ended the stream: the client reconnects and resumes.
+        // No owner to follow: the client reconnects and resumes.
         session.do_send(Deliver::Close(CloseReason::ShuttingDown));
     }))
 }

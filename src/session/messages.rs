@@ -109,6 +109,10 @@ pub struct Subscribe {
     pub user: UserId,
     pub session: SessionHandle,
     pub since: Option<u64>,
+    /// The connection already had its `hello` (a relay handing its stream over to this node):
+    /// replay what it missed after `since`, no new `hello`. Refused if the log no longer
+    /// reaches back that far (the client reconnects and is told of the gap).
+    pub continued: bool,
 }
 
 /// The connection `session_id` of `user` is gone.

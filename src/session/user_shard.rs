@@ -431,6 +431,18 @@ impl UserShard {
             Some(since) => entry.log.since(since),
             None => Replay { events: Vec::new(), gap: false },
         };
+        if msg.continued {
+            if replay.gap {
+                return Err(ApiError::Unavailable("this stream's resume point is gone; reconnect".into()));
+            }
+            // Registered after the missed events are queued, so they precede every live one.
+            for e in replay.events {
+                msg.session.recipient.do_send(Deliver::Event(e));
+            }
+            entry.presence_gen += 1;
+            entry.sessions.push(msg.session);
+            return Ok(());
+        }
         let hello_id = replay.events.first().map(|e| e.id - 1).unwrap_or(last_id);
         let hello = Event::hello(
             hello_id,

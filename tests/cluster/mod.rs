@@ -1168,6 +1168,17 @@ async fn a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_strea
     for c in &conns {
         assert_eq!(c.last_id(), 1, "{c:?}: the hello names the match event");
     }
+    // And a second device on one of the nodes that stay: its socket's node is not restarted, so it
+    // must not be closed at all (a relay follows its user to the new owner).
+    let stays = bounded(
+        CONCURRENCY,
+        users.iter().enumerate().map(|(n, u)| {
+            let api = if n % 2 == 0 { stayer.clone() } else { other.clone() };
+            let token = tokens[u].clone();
+            async move { connect(&api, &token).await }
+        }),
+    )
+    .await;
 
     cluster.terminate(LEAVER);
     // The first close: by then the two others must be settled owners of all 16,384 slots.
@@ -1220,6 +1231,11 @@ async fn a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_strea
     for (u, (conn, since)) in users.iter().zip(&resumed) {
         let e = conn.recv_event("unmatched", TIMEOUT).await;
         assert_eq!(e["id"].as_u64(), Some(since + 1), "{u}: the resumed stream skipped or repeated an event");
+    }
+    for (u, conn) in users.iter().zip(&stays) {
+        let e = conn.recv_event("unmatched", TIMEOUT).await;
+        assert_eq!(e["id"].as_u64(), Some(2), "{u}: the staying device skipped or repeated an event");
+        assert!(conn.is_closed().is_none(), "{u}: a stream on a node that stayed was closed: {:?}", conn.is_closed());
     }
     cluster.wait_exit(LEAVER, Duration::from_secs(15)).await;
 }
