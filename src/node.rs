@@ -246,17 +246,23 @@ impl Node {
         let Some(store) = self.probe.clone() else { return };
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let (pairs, users, pools) = (self.pairs.clone(), self.users.clone(), self.pools.clone());
-        if let Some(membership) = self.membership().cloned() {
+        if let (Some(membership), Some(forwarder)) = (self.membership().cloned(), self.forwarder.clone()) {
             let me = membership.clone();
             actix_rt::spawn(membership.keep(
                 store,
                 move |change| {
                     let (pairs, users, pools, me) = (pairs.clone(), users.clone(), pools.clone(), me.clone());
+                    let forwarder = forwarder.clone();
                     async move {
                         pools.retire_unowned(|slot| change.table.owned_by(slot, me.node_id()));
                         for shard in users.all() {
-                            let _ =
-                                shard.send(Rehome { table: change.table.clone(), new_tenure: change.new_tenure }).await;
+                            let rehome = Rehome { table: change.table.clone(), new_tenure: change.new_tenure };
+                            // Streams of users who moved keep going, relayed from the new owner.
+                            for h in shard.send(rehome).await.unwrap_or_default() {
+                                let local =
+                                    crate::cluster::remote_stream::Local { users: users.clone(), session: h.session };
+                                crate::cluster::remote_stream::follow(forwarder.clone(), h.user, h.since, local);
+                            }
                         }
                         for shard in pairs.all() {
                             let _ = shard.send(ResetCache).await;

@@ -44,13 +44,11 @@ pub fn created_micros(event: &Event) -> u64 {
 /// How long a relay waits between tries to reach a user's new owner.
 const REOPEN_PAUSE: Duration = Duration::from_millis(50);
 
+/// An owner's internal stream, as bytes.
+type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>>>>;
+
 /// Opens the owner's internal stream of `user` after `since`.
-async fn connect(
-    forwarder: &Forwarder,
-    peer: &Member,
-    user: &UserId,
-    since: Option<u64>,
-) -> Result<awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>>>, ApiError> {
+async fn connect(forwarder: &Forwarder, peer: &Member, user: &UserId, since: Option<u64>) -> Result<Body, ApiError> {
     let mut url = format!("{}/internal/v1/events?user={user}", peer.url);
     if let Some(since) = since {
         url.push_str(&format!("&since={since}"));
@@ -70,7 +68,7 @@ async fn connect(
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         return Err(ApiError::from_body(&value, "the owning node refused the stream"));
     }
-    Ok(res)
+    Ok(Box::pin(res))
 }
 
 /// Where the user's stream is to be found now, after its owner ended it: another node's
@@ -90,12 +88,8 @@ pub struct Local {
 }
 
 /// Opens `user`'s stream on `peer` (the owner), resuming after `since`, and relays it to
-/// `session` until the session ends. When the owner ends the stream (it stops, or the user's slot
-/// moves) the relay follows the user to the new owner, resuming after the last event it passed
-/// on, or to this node's own user shard if the user came here, so the client keeps its connection
-/// through a hand-over; only when no owner takes the stream in time is the client closed with
-/// 1012 (reconnect and resume). Fails like a local
-/// subscribe would (e.g. too many connections) if the first owner refuses.
+/// `session` until the session ends. Fails like a local subscribe would (e.g. too many
+/// connections) if the owner refuses. See `relay` for what happens when the owner changes.
 pub async fn open(
     forwarder: &Forwarder,
     peer: &Member,
@@ -103,59 +97,77 @@ pub async fn open(
     since: Option<u64>,
     local: Local,
 ) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+    let body = connect(forwarder, peer, user, since).await?;
+    Ok(relay(forwarder.clone(), user.clone(), local, Some(body), None))
+}
+
+/// A stream this node served for a user it no longer owns: follows the user to the new owner,
+/// after `since` (the last event the session was given), so the client keeps its connection.
+pub fn follow(forwarder: Forwarder, user: UserId, since: u64, local: Local) -> tokio::task::JoinHandle<()> {
+    relay(forwarder, user, local, None, Some(since))
+}
+
+/// Relays the owner's stream to the session. When the owner ends it (it stops, or the user's
+/// slot moves), the relay follows the user: it opens the new owner's stream after the last event
+/// it passed on (skipping that owner's `hello` and anything at or below that id), or continues as
+/// a local subscription if the user came to this node; only when no owner takes the stream
+/// within one call's budget is the client closed with 1012 (reconnect and resume).
+fn relay(
+    forwarder: Forwarder,
+    user: UserId,
+    local: Local,
+    mut body: Option<Body>,
+    mut last: Option<u64>,
+) -> tokio::task::JoinHandle<()> {
     let session: Recipient<Deliver> = local.session.recipient.clone();
-    let mut res = connect(forwarder, peer, user, since).await?;
     METRICS.connections.with_label_values(&["relay"]).inc();
     let relay = forwarder.relay_started(session.clone());
-    let forwarder = forwarder.clone();
-    let user = user.clone();
-    Ok(actix_rt::spawn(async move {
-        // The id of the last event passed on (the first `hello` sets it).
-        let mut last: Option<u64> = None;
+    actix_rt::spawn(async move {
         'relay: loop {
-            let mut parser = crate::protocol::sse::SseParser::default();
-            let mut hello_seen = false;
-            while let Some(chunk) = res.next().await {
-                let Ok(chunk) = chunk else { break };
-                for (event, stamp) in parser.feed(&chunk).into_iter().filter_map(relayed_event) {
-                    if let Some(created) = stamp {
-                        let lag = unix_micros().saturating_sub(created);
-                        METRICS.cross_node_delivery_seconds.observe(lag as f64 / 1e6);
+            if let Some(mut res) = body.take() {
+                let mut parser = crate::protocol::sse::SseParser::default();
+                let mut hello_seen = false;
+                while let Some(chunk) = res.next().await {
+                    let Ok(chunk) = chunk else { break };
+                    if !session.connected() {
+                        break 'relay;
                     }
-                    let msg = match (last, hello_seen) {
-                        (None, _) => {
-                            hello_seen = true;
-                            last = Some(event.id);
-                            Deliver::Resume { hello: event, missed: Vec::new() }
+                    for (event, stamp) in parser.feed(&chunk).into_iter().filter_map(relayed_event) {
+                        if let Some(created) = stamp {
+                            let lag = unix_micros().saturating_sub(created);
+                            METRICS.cross_node_delivery_seconds.observe(lag as f64 / 1e6);
                         }
-                        // A new owner's `hello`: the client has had one already.
-                        (Some(_), false) => {
-                            hello_seen = true;
-                            continue;
+                        let msg = match (last, hello_seen) {
+                            (None, _) => {
+                                hello_seen = true;
+                                last = Some(event.id);
+                                Deliver::Resume { hello: event, missed: Vec::new() }
+                            }
+                            // A new owner's `hello`: the client has had one already.
+                            (Some(_), false) => {
+                                hello_seen = true;
+                                continue;
+                            }
+                            (Some(prev), true) if event.id <= prev => continue,
+                            (Some(_), true) => {
+                                last = Some(event.id);
+                                Deliver::Event(Arc::new(event))
+                            }
+                        };
+                        match session.try_send(msg) {
+                            Ok(()) => {}
+                            Err(actix::dev::SendError::Full(_)) => {
+                                METRICS.slow_consumers.inc();
+                                session.do_send(Deliver::Close(CloseReason::SlowConsumer));
+                                break 'relay;
+                            }
+                            Err(actix::dev::SendError::Closed(_)) => break 'relay,
                         }
-                        (Some(prev), true) if event.id <= prev => continue,
-                        (Some(_), true) => {
-                            last = Some(event.id);
-                            Deliver::Event(Arc::new(event))
-                        }
-                    };
-                    match session.try_send(msg) {
-                        Ok(()) => {}
-                        Err(actix::dev::SendError::Full(_)) => {
-                            METRICS.slow_consumers.inc();
-                            session.do_send(Deliver::Close(CloseReason::SlowConsumer));
-                            break 'relay;
-                        }
-                        Err(actix::dev::SendError::Closed(_)) => break 'relay,
                     }
                 }
             }
-            // The owner ended the stream: follow the user to their new owner.
+            // The owner ended the stream (or there was none yet): follow the user.
             let Some(since) = last else { break };
-            if !session.connected() {
-                break;
-            }
-            // Retry while the slot changes hands, within one call's budget.
             let deadline = tokio::time::Instant::now() + forwarder.timeout();
             loop {
                 if tokio::time::Instant::now() >= deadline || !session.connected() {
@@ -165,7 +177,7 @@ pub async fn open(
                     Ok(Some(peer)) => match connect(&forwarder, &peer, &user, Some(since)).await {
                         Ok(next) => {
                             METRICS.relay_reopens.inc();
-                            res = next;
+                            body = Some(next);
                             continue 'relay;
                         }
                         Err(ApiError::Unavailable(_)) => {}
@@ -198,9 +210,9 @@ pub async fn open(
         }
         METRICS.connections.with_label_values(&["relay"]).dec();
         forwarder.relay_ended(relay);
-        // No owner to follow: the client reconnects and resumes.
+        // No owner took the stream: the client reconnects and resumes.
         session.do_send(Deliver::Close(CloseReason::ShuttingDown));
-    }))
+    })
 }
 
 /// The event in one SSE message of the owner's stream, and its creation stamp (unix µs) if any.

@@ -52,6 +52,23 @@ pub struct SessionHandle {
     /// Unique per process, so a connection can unsubscribe itself and only itself.
     pub id: u64,
     pub recipient: Recipient<Deliver>,
+    /// The id of the last event queued to it (its `hello`'s at first): where a relay taking the
+    /// connection over to the user's next owner resumes.
+    pub given: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SessionHandle {
+    pub fn new(id: u64, recipient: Recipient<Deliver>) -> SessionHandle {
+        SessionHandle { id, recipient, given: Arc::default() }
+    }
+
+    pub(crate) fn gave(&self, id: u64) {
+        self.given.fetch_max(id, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn last_given(&self) -> u64 {
+        self.given.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// What an event changes for its user besides the log, applied together with the event: the index

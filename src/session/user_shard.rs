@@ -401,7 +401,10 @@ impl UserShard {
         let entry = self.entry(user);
         let before = entry.sessions.len();
         entry.sessions.retain(|s| match s.recipient.try_send(Deliver::Event(event.clone())) {
-            Ok(()) => true,
+            Ok(()) => {
+                s.gave(event.id);
+                true
+            }
             Err(SendError::Full(_)) => {
                 // The connection's outbox is full: close it rather than buffer without bound.
                 // It resumes from its last id when it reconnects.
@@ -436,7 +439,9 @@ impl UserShard {
                 return Err(ApiError::Unavailable("this stream's resume point is gone; reconnect".into()));
             }
             // Registered after the missed events are queued, so they precede every live one.
+            msg.session.gave(msg.since.unwrap_or(0));
             for e in replay.events {
+                msg.session.gave(e.id);
                 msg.session.recipient.do_send(Deliver::Event(e));
             }
             entry.presence_gen += 1;
@@ -450,6 +455,7 @@ impl UserShard {
         );
         // Sent before the session is registered, so it precedes every live event in the mailbox.
         // `do_send`: the first message to a fresh mailbox; its size is bounded by the log capacity.
+        msg.session.gave(replay.events.last().map_or(hello_id, |e| e.id));
         msg.session.recipient.do_send(Deliver::Resume { hello, missed: replay.events });
         entry.presence_gen += 1;
         entry.sessions.push(msg.session);
@@ -780,21 +786,29 @@ impl Handler<ResetCache> for UserShard {
     }
 }
 
-/// Cluster mode: the slot table changed. Users this node no longer owns are forgotten and their
-/// connections closed with "reconnect" (they resume through their new owner); on a new tenure
-/// (this node lapsed and rejoined) every user is, since any of them may have moved meanwhile.
-/// The rest reload their logs from Redis.
+/// Cluster mode: the slot table changed. Users this node no longer owns are forgotten; their
+/// connections are handed back (`Handover`) for the node to relay from the new owner, after the
+/// last event each was given, so the clients keep them. On a new tenure (this node lapsed and
+/// rejoined) every user is forgotten and closed with "reconnect" instead: any of them may have
+/// moved and been told more meanwhile. The rest reload their logs from Redis.
 #[derive(actix::Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<Handover>")]
 pub struct Rehome {
     pub table: Arc<crate::cluster::Ownership>,
     pub new_tenure: bool,
 }
 
-impl Handler<Rehome> for UserShard {
-    type Result = ();
+/// A connection of a user who moved to another owner, and the last event it was given.
+pub struct Handover {
+    pub user: UserId,
+    pub session: SessionHandle,
+    pub since: u64,
+}
 
-    fn handle(&mut self, msg: Rehome, ctx: &mut Context<Self>) {
+impl Handler<Rehome> for UserShard {
+    type Result = Vec<Handover>;
+
+    fn handle(&mut self, msg: Rehome, ctx: &mut Context<Self>) -> Vec<Handover> {
         let node = self.node_id.clone();
         let moved: Vec<UserId> = self
             .users
@@ -802,10 +816,16 @@ impl Handler<Rehome> for UserShard {
             .filter(|u| msg.new_tenure || !msg.table.owned_by(crate::coord::slot::user_slot(u), &node))
             .cloned()
             .collect();
+        let mut handovers = Vec::new();
         for user in moved {
             if let Some(entry) = self.users.remove(&user) {
                 for s in entry.sessions {
-                    s.recipient.do_send(Deliver::Close(CloseReason::ShuttingDown));
+                    if msg.new_tenure || !s.recipient.connected() {
+                        s.recipient.do_send(Deliver::Close(CloseReason::ShuttingDown));
+                    } else {
+                        let since = s.last_given();
+                        handovers.push(Handover { user: user.clone(), session: s, since });
+                    }
                 }
             }
         }
@@ -814,6 +834,7 @@ impl Handler<Rehome> for UserShard {
             Vec::new(),
             ctx,
         );
+        handovers
     }
 }
 

@@ -174,7 +174,7 @@ pub async fn open(
             SseSession { node, user, id, body: tx, subscription: None, stamp, conn }
         }
     });
-    let handle = SessionHandle { id, recipient: session.clone().recipient() };
+    let handle = SessionHandle::new(id, session.clone().recipient());
     match node.subscribe(&user, handle, since).await {
         Ok(subscription) => {
             if let Err(actix::dev::SendError::Full(Attach(s)) | actix::dev::SendError::Closed(Attach(s))) =

@@ -149,7 +149,7 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(self.node.config.limits.outbox_capacity);
         METRICS.connections.with_label_values(&["ws"]).inc();
         self.heartbeat(ctx);
-        let session = SessionHandle { id: self.id, recipient: ctx.address().recipient() };
+        let session = SessionHandle::new(self.id, ctx.address().recipient());
         let (node, user, since) = (self.node.clone(), self.user.clone(), self.since);
         // Registration is the one place the session waits: nothing else should run before it.
         async move { node.subscribe(&user, session, since).await }

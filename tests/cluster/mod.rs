@@ -24,6 +24,8 @@ use crate::common::process::{MatchdProcess, TEST_LEASE_MS};
 use crate::common::redis::{free_port, RedisServer};
 use crate::common::{self, bounded, Api, Conn, WsOptions, TIMEOUT};
 
+mod rolling;
+
 const NODES: usize = 3;
 /// Requests (or connection openings) in flight at once while setting up.
 const CONCURRENCY: usize = 48;

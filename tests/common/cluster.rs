@@ -109,6 +109,18 @@ impl Cluster {
         self.wait_exit(i, within).await;
     }
 
+    /// SIGTERM node `i`, wait until it has exited, start it again on the same port (nginx keeps
+    /// its upstream) and wait until it answers `/readyz` 200, without blocking the test's tasks.
+    pub async fn restart_gracefully(&mut self, i: usize, within: Duration) {
+        self.stop(i, within).await;
+        self.nodes[i].respawn();
+        let deadline = Instant::now() + within;
+        while !matches!(self.readyz(i), Some((200, _))) {
+            assert!(Instant::now() < deadline, "node {i} was not ready within {within:?} of its restart");
+            actix_rt::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// SIGTERM node `i` without waiting.
     pub fn terminate(&self, i: usize) {
         self.nodes[i].signal("TERM");

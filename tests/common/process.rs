@@ -193,9 +193,14 @@ impl MatchdProcess {
     /// Starts the same command again (same port) and waits until it is ready: with Redis, a
     /// node killed without releasing its lease is replaced once that lease has run out.
     pub fn restart(&mut self) {
+        self.respawn();
+        self.wait_ready(Duration::from_secs(10));
+    }
+
+    /// Starts the same command again (same port) without waiting for it.
+    pub fn respawn(&mut self) {
         self.kill9();
         self.spawn();
-        self.wait_ready(Duration::from_secs(10));
     }
 
     /// Sends `signal` (e.g. "TERM", "STOP", "CONT") with kill(1).
