@@ -1,9 +1,10 @@
-//! A rolling restart of every node of a three-node cluster behind nginx, under swipe, room and
-//! stream load: each node in turn gets SIGTERM (it hands its slots over, then closes its streams
+//! Changes to a three-node cluster behind nginx under swipe, room and stream load. A rolling
+//! restart of every node: each node in turn gets SIGTERM (it hands its slots over, then closes its streams
 //! with 1012), comes back on the same port, and the next one goes once the cluster has converged.
 //! No room is closed by the server, no acknowledged swipe is lost or doubled, every stream is one
 //! ordered log across its reconnections, and a client is closed only when the node its own socket
-//! is on restarts (streams relayed from a restarting owner follow their user).
+//! is on restarts (streams relayed from a restarting owner follow their user). A fourth node
+//! joining: the same, and no stream is closed at all.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -114,8 +115,28 @@ fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
     values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
+/// What changes under the load.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Every node in turn: SIGTERM, back on the same port, converged before the next.
+    RollingRestart,
+    /// A fourth node joins (not behind nginx) and takes its share of slots.
+    Join,
+}
+
 #[actix_rt::test]
 async fn a_rolling_restart_under_load_closes_no_room_and_loses_nothing() {
+    under_load(Change::RollingRestart).await;
+}
+
+/// A node joining under load takes its slots without closing any stream: every user who moved
+/// keeps their connection (relayed from the new node).
+#[actix_rt::test]
+async fn a_node_joining_under_load_closes_no_room_and_no_stream() {
+    under_load(Change::Join).await;
+}
+
+async fn under_load(change: Change) {
     let _trace = common::trace_init();
     let mut cluster = Cluster::start_on(NODES, Backing::Redis).await;
     let lb = cluster.lb();
@@ -196,6 +217,14 @@ async fn a_rolling_restart_under_load_closes_no_room_and_loses_nothing() {
     }));
     let roll = async {
         let mut took = Vec::new();
+        if change == Change::Join {
+            tokio::time::sleep(STEP * (SWIPE_PAIRS as u32 / 3)).await;
+            let t = Instant::now();
+            cluster.add_node();
+            cluster.wait_converged(NODES + 1, Duration::from_secs(20)).await;
+            took.push(t.elapsed());
+            return took;
+        }
         for n in 0..NODES {
             let t = Instant::now();
             restarting.set(Some(n));
@@ -273,10 +302,14 @@ async fn a_rolling_restart_under_load_closes_no_room_and_loses_nothing() {
         away.extend(m.away.borrow().iter().copied());
     }
     assert!(wrong.is_empty(), "{wrong:?}");
+    if change == Change::Join {
+        assert_eq!(reconnects, 0, "streams were closed although no node they were on stopped");
+    }
     eprintln!(
-        "rolling restart: node restarts took {took:?} (load {load_time:?}); {SWIPE_PAIRS} pairs: {failures} failed \
+        "{}: node changes took {took:?} (load {load_time:?}); {SWIPE_PAIRS} pairs: {failures} failed \
          attempts (503 or no answer), swipe-pair p50 {:?} p99 {:?}; {} room streams: {reconnects} reconnects, \
          away p50 {:?} p99 {:?}",
+        if change == Change::Join { "4th node joining" } else { "rolling restart" },
         percentile(latencies.clone(), 0.5),
         percentile(latencies, 0.99),
         members.len(),
