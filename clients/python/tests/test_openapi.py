@@ -61,6 +61,8 @@ V1_PATHS = {
     ("/healthz", "get"),
     ("/readyz", "get"),
     ("/metrics", "get"),
+    ("/dashboard", "get"),
+    ("/dashboard/data", "get"),
 }
 
 
@@ -560,12 +562,22 @@ def room_events_on_the_stream(api: Api, doc: Document) -> None:
     api.call("DELETE", "/v1/queue", token=tb)
 
 
-@case(("GET", "/healthz", 200), ("GET", "/readyz", 200), ("GET", "/metrics", 200))
+@case(
+    ("GET", "/healthz", 200),
+    ("GET", "/readyz", 200),
+    ("GET", "/metrics", 200),
+    ("GET", "/dashboard", 200),
+    ("GET", "/dashboard/data", 200),
+)
 def operations(api: Api, doc: Document) -> None:
     assert api.json("GET", "/healthz") == {"status": "ok"}
     assert api.json("GET", "/readyz")["status"] == "ready"
     metrics = api.call("GET", "/metrics")
     assert b"matchd_action_seconds" in metrics.body
+    # Dev mode serves the dashboard without a key.
+    page = api.call("GET", "/dashboard")
+    assert b"<html" in page.body.lower()
+    assert api.json("GET", "/dashboard/data")["slots_total"] == 16384
 
 
 # The server API (`/v1/server/*`), checked against the document like the rest. Dev mode's key is
