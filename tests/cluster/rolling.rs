@@ -107,6 +107,18 @@ async fn follow(
     wrong
 }
 
+/// Waits until `m`'s stream (across its reconnections) has `n` events of `kind`; returns the n-th.
+async fn nth_event(m: &Member, kind: &str, n: usize) -> Value {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(e) = m.events().into_iter().filter(|e| e["type"] == kind).nth(n - 1) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "{}: no {kind} #{n}; events {:?}", m.user, m.events());
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
     if values.is_empty() {
         return Duration::ZERO;
@@ -280,6 +292,8 @@ async fn under_load(change: Change) {
         let Some(conn) = b.current() else { panic!("{} has no stream", b.user) };
         let closed = conn.recv_event("room_closed", TIMEOUT).await;
         assert_eq!(closed["data"], json!({"room_id": room, "reason": "partner_skipped"}), "{}", b.user);
+        let own = nth_event(a, "room_closed", 1).await;
+        assert_eq!(own["data"], json!({"room_id": room, "reason": "skipped"}), "{}", a.user);
     }
     stop.set(true);
     let mut wrong = Vec::new();
