@@ -11,7 +11,7 @@ use matchd::sim::{run, Options};
 #[command(about = "Deterministic simulation of matchd's swipe protocol with faults")]
 struct Args {
     /// Client operations in total (split over the seeds).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 100_000)]
     ops: u64,
     /// Run only this seed (with all of --ops).
     #[arg(long)]

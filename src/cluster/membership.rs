@@ -501,7 +501,8 @@ impl Membership {
         }
         // A renewal in flight would add this node back after it left.
         inner.refresh.notify_one();
-        while inner.renewing.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let renewals_stop = Instant::now() + Duration::from_secs(1);
+        while inner.renewing.load(Ordering::Relaxed) && Instant::now() < renewals_stop {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut pipe = redis::pipe();
@@ -520,9 +521,9 @@ impl Membership {
             s.epoch = epoch;
             s.leaving = true;
         }
-        tracing::info!(epoch, remaining, slots = mine.len(), "left the cluster; waiting for the new owners to claim");
-        if remaining == 0 {
-            return true;
+        tracing::info!(epoch, remaining, slots = mine.len(), "left the cluster");
+        if remaining == 0 || within.is_zero() {
+            return remaining == 0;
         }
         let started = Instant::now();
         let mut waiting = mine;
@@ -548,24 +549,11 @@ impl Membership {
         false
     }
 
-    /// Leaves the cluster at shutdown so the others take over at once instead of after the TTL
-    /// (nothing to do after a `hand_over`).
+    /// Leaves the cluster at shutdown so the others take over at once instead of after the TTL:
+    /// a `hand_over` that does not wait (nothing to do after one).
     pub async fn leave(&self, store: &RedisStore) {
-        let inner = &self.inner;
-        if self.with_state(|s| s.leaving).unwrap_or(false) {
-            return;
+        if !self.with_state(|s| s.leaving).unwrap_or(false) {
+            self.hand_over(store, Duration::ZERO).await;
         }
-        inner.left.store(true, Ordering::Relaxed);
-        if let Ok(mut s) = inner.state.write() {
-            s.valid_until = None;
-            s.settled = false;
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL").arg(LEAVE).arg(2).arg(members_key()).arg(epoch_key()).arg(inner.me.encode());
-        match store.run(pipe, 1).await {
-            Ok(_) => tracing::info!("left the cluster"),
-            Err(e) => tracing::warn!(error = %e, "could not leave the cluster; the entry expires by itself"),
-        }
-        METRICS.lease_held.set(0);
     }
 }

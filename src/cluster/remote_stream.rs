@@ -123,6 +123,7 @@ fn relay(
     METRICS.connections.with_label_values(&["relay"]).inc();
     let relay = forwarder.relay_started(session.clone());
     actix_rt::spawn(async move {
+        let mut continued_here = false;
         'relay: loop {
             if let Some(mut res) = body.take() {
                 let mut parser = crate::protocol::sse::SseParser::default();
@@ -194,9 +195,8 @@ fn relay(
                         match local.users.for_user(&user).send(msg).await {
                             Ok(Ok(())) => {
                                 METRICS.relay_reopens.inc();
-                                METRICS.connections.with_label_values(&["relay"]).dec();
-                                forwarder.relay_ended(relay);
-                                return;
+                                continued_here = true;
+                                break 'relay;
                             }
                             Ok(Err(ApiError::Unavailable(_))) => {}
                             _ => break 'relay,
@@ -210,8 +210,10 @@ fn relay(
         }
         METRICS.connections.with_label_values(&["relay"]).dec();
         forwarder.relay_ended(relay);
-        // No owner took the stream: the client reconnects and resumes.
-        session.do_send(Deliver::Close(CloseReason::ShuttingDown));
+        if !continued_here {
+            // No owner took the stream: the client reconnects and resumes.
+            session.do_send(Deliver::Close(CloseReason::ShuttingDown));
+        }
     })
 }
 
