@@ -48,6 +48,11 @@ pub fn matches(user: &UserId) -> String {
     format!("{PREFIX}:{{{}}}:matches:{user}", user_slot(user))
 }
 
+/// A user's queue place while they wait in a line: the ticket they joined with (JSON).
+pub fn place(user: &UserId) -> String {
+    format!("{PREFIX}:{{{}}}:place:{user}", user_slot(user))
+}
+
 /// Encodes a pair key as a member of an outbox set.
 pub fn pair_member(key: &PairKey) -> String {
     format!("{}\n{}", key.low, key.high)

@@ -11,32 +11,25 @@ use crate::audit::repair::{RepairOutcome, RepairPlace};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::protocol::{EventKind, JoinRequest, JoinResponse, LeaveResponse, PoolName, RoomId, UserId};
-use crate::session::user_shard::UserShard;
+use crate::session::user_shard::{PlaceAction, UserShard};
 use crate::session::IndexChange;
 
-/// A user's place.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Place {
-    Idle,
-    /// Waiting in `ticket.pool` (or being handed to a room by it).
-    Queued {
-        ticket: JoinRequest,
-    },
-    /// In a room; `ticket` is kept to requeue the user when the room closes.
-    InRoom {
-        room_id: RoomId,
-        ticket: JoinRequest,
-    },
-}
+pub use super::place::Place;
 
 impl UserShard {
     /// Sets `user` back to idle if they are still queued in `pool` (a join that failed, a leave).
-    fn release_if_queued(&mut self, user: &UserId, pool: &PoolName) {
-        if let Some(e) = self.users.get_mut(user) {
-            if matches!(&e.place, Place::Queued { ticket } if ticket.pool == *pool) {
-                e.place = Place::Idle;
-            }
+    fn release_if_queued(&mut self, user: &UserId, pool: &PoolName, ctx: &mut Context<Self>) {
+        let queued_here =
+            self.users.get(user).is_some_and(|e| matches!(&e.place, Place::Queued { ticket } if ticket.pool == *pool));
+        if queued_here {
+            self.set_place(user, Place::Idle, ctx);
         }
+    }
+
+    /// `pool` answered a dequeue: the user is not (or no longer) in its line.
+    fn released_by(&mut self, user: &UserId, pool: &PoolName, ctx: &mut Context<Self>) {
+        self.entry(user).calls.released(pool);
+        self.release_if_queued(user, pool, ctx);
     }
 
     /// Puts `user` in line for `ticket.pool` and reports where they stand.
@@ -46,19 +39,21 @@ impl UserShard {
         ticket: JoinRequest,
         after_room: Option<RoomId>,
         requeued: bool,
+        ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<JoinResponse, ApiError>> {
         let pool = ticket.pool.clone();
         let pools = match self.links() {
             Ok(links) => links.pools.clone(),
             Err(e) => {
-                self.release_if_queued(&user, &pool);
+                self.release_if_queued(&user, &pool, ctx);
                 return Box::pin(fut::ready(Err(e)));
             }
         };
+        self.entry(&user).calls.enqueue_sent();
         Box::pin(pools.enqueue(Enqueue { user: user.clone(), ticket, after_room }).into_actor(self).map(
             move |res, act, ctx| {
                 match &res {
-                    Err(_) => act.release_if_queued(&user, &pool),
+                    Err(_) => act.release_if_queued(&user, &pool, ctx),
                     // The user did not ask: tell them where they stand now.
                     Ok(JoinResponse::Queued { pool, position, estimated_wait_ms }) if requeued => {
                         let kind = EventKind::QueueUpdate {
@@ -70,15 +65,18 @@ impl UserShard {
                     }
                     Ok(_) => {}
                 }
+                // Leaves held behind this enqueue run only now, after its answer is applied.
+                for leave in act.entry(&user).calls.enqueue_answered() {
+                    leave(act, ctx);
+                }
                 res
             },
         ))
     }
 
     /// The room's owner put `user` in `room_id` (with its `room_assigned` event).
-    pub(crate) fn enter_room(&mut self, user: &UserId, room_id: RoomId, ticket: JoinRequest) {
-        let entry = self.entry(user);
-        if let Place::InRoom { room_id: old, .. } = &entry.place {
+    pub(crate) fn enter_room(&mut self, user: &UserId, room_id: RoomId, ticket: JoinRequest, ctx: &mut Context<Self>) {
+        if let Place::InRoom { room_id: old, .. } = &self.entry(user).place {
             if *old != room_id {
                 // A second room for one user would break I4; the pool's ownership rules make it
                 // impossible, so this only counts and logs if that reasoning is ever wrong.
@@ -86,7 +84,7 @@ impl UserShard {
                 tracing::error!(user = %user, old = %old, new = %room_id, "user entered a second room");
             }
         }
-        entry.place = Place::InRoom { room_id, ticket };
+        self.set_place(user, Place::InRoom { room_id, ticket }, ctx);
     }
 
     /// The room's owner closed `room_id` (with its `room_closed` event): requeue or release `user`.
@@ -98,15 +96,15 @@ impl UserShard {
         };
         if requeue {
             // The requeue itself tells the pool to forget the closed room.
-            self.entry(user).place = Place::Queued { ticket: ticket.clone() };
-            self.enqueue(user.clone(), ticket, Some(room_id.clone()), true).map(|_, _, _| ()).spawn(ctx);
+            self.set_place(user, Place::Queued { ticket: ticket.clone() }, ctx);
+            self.enqueue(user.clone(), ticket, Some(room_id.clone()), true, ctx).map(|_, _, _| ()).spawn(ctx);
         } else {
             if let Ok(links) = self.links() {
                 // So the pool stops answering joins with the closed room.
                 links.pools.forget(&ticket.pool, Forget { user: user.clone() });
             }
             self.entry(user).left_room = Some(room_id.clone());
-            self.entry(user).place = Place::Idle;
+            self.set_place(user, Place::Idle, ctx);
         }
     }
 
@@ -119,17 +117,27 @@ impl UserShard {
         match place {
             Place::Idle => {}
             Place::Queued { ticket } => {
+                let key = user.clone();
                 let user = user.clone();
-                links
-                    .pools
-                    .dequeue(&ticket.pool, Dequeue { user: user.clone() })
-                    .into_actor(self)
-                    .map(move |res, act, _| {
-                        if matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)) {
-                            act.release_if_queued(&user, &ticket.pool);
-                        }
-                    })
-                    .spawn(ctx);
+                let leave: PlaceAction = Box::new(move |act, ctx| {
+                    // Still queued there once any enqueue before it is answered?
+                    if !matches!(&act.entry(&user).place, Place::Queued { ticket: t } if t.pool == ticket.pool) {
+                        return;
+                    }
+                    links
+                        .pools
+                        .dequeue(&ticket.pool, Dequeue { user: user.clone() })
+                        .into_actor(act)
+                        .map(move |res, act, ctx| {
+                            if matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)) {
+                                act.released_by(&user, &ticket.pool, ctx);
+                            }
+                        })
+                        .spawn(ctx);
+                });
+                if let Some(leave) = self.entry(&key).calls.leave(leave) {
+                    leave(self, ctx);
+                }
             }
             Place::InRoom { room_id, .. } => {
                 if let Some(slot) = room_id.slot() {
@@ -140,39 +148,60 @@ impl UserShard {
     }
 }
 
+/// A place handler: the user shard's state and context in, the answer (later) out.
+type PlaceHandler<T> =
+    Box<dyn FnOnce(&mut UserShard, &mut Context<UserShard>) -> ResponseActFuture<UserShard, Result<T, ApiError>>>;
+
+/// Runs `handler` in a deferred action and hands its answer to the caller's future.
+fn deferred<T: 'static>(
+    act: &mut UserShard,
+    handler: PlaceHandler<T>,
+    defer: impl FnOnce(&mut UserShard, PlaceAction, &mut Context<UserShard>),
+    ctx: &mut Context<UserShard>,
+) -> ResponseActFuture<UserShard, Result<T, ApiError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    defer(
+        act,
+        Box::new(move |act, ctx| {
+            handler(act, ctx).map(move |res, _, _| drop(tx.send(res))).spawn(ctx);
+        }),
+        ctx,
+    );
+    Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) }.into_actor(act))
+}
+
 /// Runs a place handler now, or (with Redis) after the user's earlier room changes that wait for
 /// the user's load, so a join or leave never overtakes the room change before it.
 fn in_order<T: 'static>(
     act: &mut UserShard,
     user: &UserId,
-    handler: impl FnOnce(&mut UserShard) -> ResponseActFuture<UserShard, Result<T, ApiError>> + 'static,
+    handler: PlaceHandler<T>,
+    ctx: &mut Context<UserShard>,
 ) -> ResponseActFuture<UserShard, Result<T, ApiError>> {
     if !act.has_waiting(user) {
-        return handler(act);
+        return handler(act, ctx);
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    act.defer_place(
-        user,
-        Box::new(move |act, ctx| {
-            handler(act).map(move |res, _, _| drop(tx.send(res))).spawn(ctx);
-        }),
-    );
-    Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) }.into_actor(act))
+    let user = user.clone();
+    deferred(act, handler, move |act, action, _| act.defer_place(&user, action), ctx)
 }
 
 impl Handler<Join> for UserShard {
     type Result = ResponseActFuture<Self, Result<JoinResponse, ApiError>>;
 
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
         let user = msg.user.clone();
-        in_order(self, &user, move |act| act.join_now(msg))
+        in_order(self, &user, Box::new(move |act, ctx| act.join_now(msg, ctx)), ctx)
     }
 }
 
 impl UserShard {
-    fn join_now(&mut self, msg: Join) -> ResponseActFuture<Self, Result<JoinResponse, ApiError>> {
-        let entry = self.entry(&msg.user);
-        match &entry.place {
+    fn join_now(
+        &mut self,
+        msg: Join,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<JoinResponse, ApiError>> {
+        self.present_by_action(&msg.user);
+        match &self.entry(&msg.user).place {
             Place::InRoom { room_id, .. } => {
                 let e = ApiError::Conflict(format!("you are in room {room_id}; skip it before joining a queue"));
                 return Box::pin(fut::ready(Err(e)));
@@ -183,24 +212,56 @@ impl UserShard {
             }
             // Already queued here: the pool answers with the same entry (or the room it just made).
             Place::Queued { .. } => {}
-            Place::Idle => entry.place = Place::Queued { ticket: msg.ticket.clone() },
+            Place::Idle => self.set_place(&msg.user, Place::Queued { ticket: msg.ticket.clone() }, ctx),
         }
         let after_room = self.entry(&msg.user).left_room.take();
-        self.enqueue(msg.user, msg.ticket, after_room, false)
+        let stored = self.place_stored(&msg.user, ctx);
+        Box::pin(self.enqueue(msg.user, msg.ticket, after_room, false, ctx).then(move |res, act, _| {
+            async move {
+                let answer = res?;
+                stored.await?;
+                Ok(answer)
+            }
+            .into_actor(act)
+        }))
     }
 }
 
 impl Handler<Leave> for UserShard {
     type Result = ResponseActFuture<Self, Result<LeaveResponse, ApiError>>;
 
-    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) -> Self::Result {
         let user = msg.user.clone();
-        in_order(self, &user, move |act| act.leave_now(msg))
+        in_order(self, &user, Box::new(move |act, ctx| act.leave_after_enqueues(msg, ctx)), ctx)
     }
 }
 
 impl UserShard {
-    fn leave_now(&mut self, msg: Leave) -> ResponseActFuture<Self, Result<LeaveResponse, ApiError>> {
+    /// A leave waits for the user's unanswered enqueues (see `place`), then runs.
+    fn leave_after_enqueues(
+        &mut self,
+        msg: Leave,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<LeaveResponse, ApiError>> {
+        let user = msg.user.clone();
+        if !self.entry(&user).calls.awaits_enqueue() {
+            return self.leave_now(msg, ctx);
+        }
+        let handler: PlaceHandler<LeaveResponse> = Box::new(move |act, ctx| act.leave_now(msg, ctx));
+        let hold = move |act: &mut UserShard, action: PlaceAction, ctx: &mut Context<UserShard>| {
+            // Held; the last enqueue's answer runs it.
+            if let Some(now) = act.entry(&user).calls.leave(action) {
+                now(act, ctx);
+            }
+        };
+        deferred(self, handler, hold, ctx)
+    }
+
+    fn leave_now(
+        &mut self,
+        msg: Leave,
+        _: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<LeaveResponse, ApiError>> {
         let place = self.entry(&msg.user).place.clone();
         let ticket = match place {
             Place::Idle => return Box::pin(fut::ready(Ok(LeaveResponse::NotQueued))),
@@ -212,17 +273,27 @@ impl UserShard {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let user = msg.user;
-        Box::pin(pools.dequeue(&ticket.pool, Dequeue { user: user.clone() }).into_actor(self).map(
-            move |res, act, _| match res? {
-                DequeueOutcome::Removed => {
-                    act.release_if_queued(&user, &ticket.pool);
-                    Ok(LeaveResponse::Left { pool: ticket.pool })
+        Box::pin(pools.dequeue(&ticket.pool, Dequeue { user: user.clone() }).into_actor(self).then(
+            move |res, act, ctx| {
+                let answer = match res {
+                    Ok(DequeueOutcome::Removed) => Ok(LeaveResponse::Left { pool: ticket.pool.clone() }),
+                    Ok(DequeueOutcome::NotWaiting) => Ok(LeaveResponse::NotQueued),
+                    Ok(DequeueOutcome::Paired(room_id)) => Ok(LeaveResponse::InRoom { room_id }),
+                    Err(e) => Err(e),
+                };
+                let out_of_line = matches!(answer, Ok(LeaveResponse::Left { .. } | LeaveResponse::NotQueued));
+                if out_of_line {
+                    act.released_by(&user, &ticket.pool, ctx);
                 }
-                DequeueOutcome::NotWaiting => {
-                    act.release_if_queued(&user, &ticket.pool);
-                    Ok(LeaveResponse::NotQueued)
+                // Answered once the idle place is stored (see `place_stored`).
+                let stored = out_of_line.then(|| act.place_stored(&user, ctx));
+                async move {
+                    if let Some(stored) = stored {
+                        stored.await?;
+                    }
+                    answer
                 }
-                DequeueOutcome::Paired(room_id) => Ok(LeaveResponse::InRoom { room_id }),
+                .into_actor(act)
             },
         ))
     }
@@ -239,13 +310,22 @@ pub struct RestorePlace {
 impl Handler<RestorePlace> for UserShard {
     type Result = ();
 
+    /// Applied once the user is loaded (their stored place is known then), and only to an idle
+    /// user the pool has not since said is out of its line (see `place`).
     fn handle(&mut self, msg: RestorePlace, ctx: &mut Context<Self>) {
-        let entry = self.entry(&msg.user);
-        if entry.place == Place::Idle {
-            entry.place = Place::Queued { ticket: msg.ticket };
-            // Nobody may be connected after a restart: the usual grace applies from now.
-            self.check_presence_later(&msg.user, ctx);
-        }
+        let user = msg.user.clone();
+        self.after_load(
+            &user,
+            Box::new(move |act, ctx| {
+                let entry = act.entry(&msg.user);
+                if entry.place == Place::Idle && entry.calls.may_restore(&msg.ticket.pool) {
+                    act.set_place(&msg.user, Place::Queued { ticket: msg.ticket }, ctx);
+                    // Nobody may be connected after a restart: the usual grace applies from now.
+                    act.check_presence_later(&msg.user, ctx);
+                }
+            }),
+            ctx,
+        );
     }
 }
 
@@ -311,7 +391,7 @@ impl UserShard {
                 // Nobody holds a place for them: the newest line entry becomes it (as a reload would).
                 Some(ticket) => {
                     let pool = ticket.pool.clone();
-                    self.entry(&user).place = Place::Queued { ticket };
+                    self.set_place(&user, Place::Queued { ticket }, ctx);
                     self.check_presence_later(&user, ctx);
                     (Some(pool.clone()), format!("kept waiting in {pool}"))
                 }

@@ -33,12 +33,16 @@ use crate::persist::store::text;
 use crate::persist::{keys, Durability, StoreError};
 use crate::protocol::event::Hello;
 use crate::protocol::server::{AppEvent, PlaceState, PlaceView, UserView};
+use crate::protocol::JoinRequest;
 use crate::protocol::{Event, EventKind, Match, UserId};
-use crate::queue::placement::Place;
+use crate::queue::place::{Place, PoolCalls};
 use crate::queue::PoolRouter;
 
 /// Pause before publishing again the room and queue events of a failed batch.
 const PUBLISH_RETRY: Duration = Duration::from_secs(1);
+
+/// Replies per user load in a batch: the log, the match index, the stored queue place.
+const LOAD_REPLIES: usize = 3;
 
 /// One user's state on this node.
 pub(crate) struct UserEntry {
@@ -50,6 +54,8 @@ pub(crate) struct UserEntry {
     /// The room the user last left without a requeue: their next join tells the pool to forget
     /// that pairing (in the join itself, so it holds across nodes).
     pub(crate) left_room: Option<crate::protocol::RoomId>,
+    /// The user's calls to pools in flight, and the leaves held behind them.
+    pub(crate) calls: PoolCalls<PlaceAction>,
     /// Bumped on every connect and disconnect, so a pending presence check can tell it is stale.
     presence_gen: u64,
     /// With Redis: the log and matches reflect what is stored.
@@ -109,12 +115,20 @@ struct UserBatch {
     /// Publishes by the app's backend answered once this batch is stored (their events are in it
     /// or in an earlier one); a failed batch fails them, and the app retries with its key.
     acks: Vec<(UserId, Ack)>,
+    /// Queue places to store (the ticket while queued, else none), so a user who moves to another
+    /// node, or is loaded again after a restart, is still queued there (I4).
+    places: Vec<(UserId, Option<JoinRequest>)>,
     loads: Vec<UserId>,
 }
 
 impl UserBatch {
     fn ops(&self) -> usize {
-        self.events.len() + self.index.len() + self.loads.len() + self.confirms.len() + self.acks.len()
+        self.events.len()
+            + self.index.len()
+            + self.loads.len()
+            + self.confirms.len()
+            + self.acks.len()
+            + self.places.len()
     }
 }
 
@@ -171,6 +185,7 @@ impl UserShard {
             matches: Vec::new(),
             place: Place::Idle,
             left_room: None,
+            calls: PoolCalls::default(),
             presence_gen: 0,
             loaded: in_memory,
             last_used: crate::protocol::unix_ms(),
@@ -280,6 +295,38 @@ impl UserShard {
         }
     }
 
+    /// Changes `user`'s place; with Redis a change of the stored part (the queue ticket) goes in
+    /// the next batch. The place is in effect at once: calls to pools do not wait for that write.
+    pub(crate) fn set_place(&mut self, user: &UserId, place: Place, ctx: &mut Context<Self>) {
+        let entry = self.entry(user);
+        let changed = entry.place.stored_ticket() != place.stored_ticket();
+        let stored = place.stored_ticket().cloned();
+        entry.place = place;
+        if let (true, Some(d)) = (changed, self.durable.as_mut()) {
+            d.next.places.push((user.clone(), stored));
+            self.schedule_flush(ctx);
+        }
+    }
+
+    /// Resolves once everything now waiting for `user`'s next batch is stored (at once in memory
+    /// mode): a join or leave is answered only when the place it set is stored, so no restart or
+    /// move brings back a place the user was told is gone.
+    pub(crate) fn place_stored(
+        &mut self,
+        user: &UserId,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        match self.durable.as_mut() {
+            None => drop(tx.send(Ok(()))),
+            Some(d) => {
+                d.next.acks.push((user.clone(), tx));
+                self.schedule_flush(ctx);
+            }
+        }
+        async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) }
+    }
+
     /// Appends an event to `user`'s log and delivers it (now in memory; after commit with Redis).
     pub(crate) fn publish(&mut self, user: &UserId, kind: &EventKind, change: IndexChange, ctx: &mut Context<Self>) {
         let msg = Publish { user: user.clone(), kind: kind.clone(), change, effect: None };
@@ -321,7 +368,7 @@ impl UserShard {
         }
         let event = entry.log.push(kind, effect.as_ref().map(|fx| Arc::from(fx.id.as_str())));
         match &change {
-            IndexChange::EnterRoom { room_id, ticket } => self.enter_room(user, room_id.clone(), ticket.clone()),
+            IndexChange::EnterRoom { room_id, ticket } => self.enter_room(user, room_id.clone(), ticket.clone(), ctx),
             IndexChange::LeaveRoom { room_id, requeue } => self.leave_room(user, room_id, *requeue, ctx),
             _ => {}
         }
@@ -467,6 +514,13 @@ impl UserShard {
         self.check_presence_later(user, ctx);
     }
 
+    /// The user acted on their place themselves (a join): they are there, so an expiry armed while
+    /// nobody was connected (after a restart or a move) no longer applies; like any user who never
+    /// connected, they keep the place until a connection of theirs opens and closes.
+    pub(crate) fn present_by_action(&mut self, user: &UserId) {
+        self.entry(user).presence_gen += 1;
+    }
+
     /// After the grace period, gives up the place of `user` unless a connection came (back) meanwhile.
     pub(crate) fn check_presence_later(&mut self, user: &UserId, ctx: &mut Context<Self>) {
         let entry = self.entry(user);
@@ -528,11 +582,19 @@ impl UserShard {
             }
             commands += 1;
         }
+        for (user, ticket) in &batch.places {
+            match ticket.as_ref().map(serde_json::to_string) {
+                Some(Ok(json)) => pipe.cmd("SET").arg(keys::place(user)).arg(json),
+                _ => pipe.cmd("DEL").arg(keys::place(user)),
+            };
+            commands += 1;
+        }
         let first_load = commands;
         for user in &batch.loads {
             pipe.cmd("XREVRANGE").arg(keys::events(user)).arg("+").arg("-").arg("COUNT").arg(cap);
             pipe.cmd("HGETALL").arg(keys::matches(user));
-            commands += 2;
+            pipe.cmd("GET").arg(keys::place(user));
+            commands += LOAD_REPLIES;
         }
         let durability = d.durability.clone();
         let slots = batch
@@ -540,6 +602,7 @@ impl UserShard {
             .iter()
             .map(|(u, _)| u)
             .chain(batch.index.iter().map(|(u, _)| u))
+            .chain(batch.places.iter().map(|(u, _)| u))
             .chain(&batch.loads)
             .chain(batch.acks.iter().map(|(u, _)| u));
         batch::send(durability, slots.map(crate::coord::slot::user_slot), Vec::new(), pipe, commands)
@@ -579,7 +642,7 @@ impl UserShard {
                 links.pairs.effects_persisted(EffectsPersisted { pair, confirmed });
             }
         }
-        for (user, values) in batch.loads.iter().zip(loads.chunks(2)) {
+        for (user, values) in batch.loads.iter().zip(loads.chunks(LOAD_REPLIES)) {
             // Loaded meanwhile (by a later read), possibly with events not stored yet: keep that.
             let fresh = !self.users.get(user).is_some_and(|e| e.loaded);
             if fresh && self.restore(user, values) {
@@ -594,9 +657,10 @@ impl UserShard {
         self.schedule_flush(ctx);
     }
 
-    /// Installs a user's stored log and matches. A user whose log shows them in a room (assigned,
-    /// not closed) gets that place back, so a user who moved to this node (cluster mode) is never
-    /// idle here while still in a room elsewhere (I4). Returns whether it did.
+    /// Installs a user's stored log, matches and queue place. A user whose log shows them in a room
+    /// (assigned, not closed) gets that place back, and one stored as queued their ticket, so a user
+    /// who moved to this node (cluster mode) or was loaded again after a restart is never idle here
+    /// while still in a room or a line (I4). Returns whether a place came back.
     fn restore(&mut self, user: &UserId, values: &[redis::Value]) -> bool {
         let cap = self.limits.event_log_capacity;
         let mut events = Vec::new();
@@ -616,17 +680,25 @@ impl UserShard {
             }
         }
         let open_room = open_room_in(&events);
+        let queued = values.get(2).and_then(text).and_then(|j| serde_json::from_str::<JoinRequest>(&j).ok());
         let entry = self.entry(user);
         entry.log = EventLog::restored(cap, events);
         entry.matches = matches;
         entry.loaded = true;
-        match open_room {
-            Some((room_id, pool)) if entry.place == crate::queue::placement::Place::Idle => {
-                let ticket = crate::protocol::JoinRequest { pool, rating: None, region: None, tags: None };
-                entry.place = crate::queue::placement::Place::InRoom { room_id, ticket };
+        if entry.place != Place::Idle {
+            return false;
+        }
+        match (open_room, queued) {
+            (Some((room_id, pool)), _) => {
+                let ticket = JoinRequest { pool, rating: None, region: None, tags: None };
+                entry.place = Place::InRoom { room_id, ticket };
                 true
             }
-            _ => false,
+            (None, Some(ticket)) => {
+                entry.place = Place::Queued { ticket };
+                true
+            }
+            (None, None) => false,
         }
     }
 
@@ -641,6 +713,16 @@ impl UserShard {
         for (_, ack) in batch.acks {
             let _ = ack.send(Err(err.clone()));
         }
+        // The places in the failed batch are written again as they stand now.
+        // (Only for users still here: a user who moved is the new owner's to write.)
+        let places: Vec<_> = batch
+            .places
+            .iter()
+            .filter_map(|(user, _)| Some((user.clone(), self.users.get(user)?.place.stored_ticket().cloned())))
+            .collect();
+        if let Some(d) = self.durable.as_mut() {
+            d.next.places.extend(places);
+        }
         self.drop_cache(err, batch.retryable, ctx);
     }
 
@@ -649,7 +731,11 @@ impl UserShard {
     fn drop_cache(&mut self, err: ApiError, mut retry: Vec<Publish>, ctx: &mut Context<Self>) {
         let cap = self.limits.event_log_capacity;
         let Some(d) = self.durable.as_mut() else { return };
-        let next = std::mem::take(&mut d.next);
+        let mut next = std::mem::take(&mut d.next);
+        // Places need no load: they are written with the next batch as they are (those of users
+        // still here).
+        let users = &self.users;
+        d.next.places = std::mem::take(&mut next.places).into_iter().filter(|(u, _)| users.contains_key(u)).collect();
         retry.extend(next.retryable);
         // Publishes by the app's backend are answered, not retried: the app retries with its key.
         for (_, ack) in next.acks {
@@ -678,12 +764,14 @@ impl UserShard {
         for action in place_actions {
             action(self, ctx);
         }
-        if !retry.is_empty() {
+        let places_waiting = self.durable.as_ref().is_some_and(|d| !d.next.places.is_empty());
+        if !retry.is_empty() || places_waiting {
             ctx.run_later(PUBLISH_RETRY, move |act, ctx| {
                 for p in retry {
                     let user = p.user.clone();
                     act.when_loaded(&user, Deferred::Publish(p), ctx);
                 }
+                act.schedule_flush(ctx);
             });
         }
     }
@@ -745,6 +833,7 @@ impl UserShard {
             .filter(|(user, e)| {
                 e.sessions.is_empty()
                     && e.place == Place::Idle
+                    && e.calls.is_quiet()
                     && now_ms.saturating_sub(e.last_used) >= idle_ms
                     && !d.loading.contains_key(*user)
                     && !pending.contains(user)

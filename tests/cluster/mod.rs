@@ -1241,3 +1241,56 @@ async fn a_node_stopped_gracefully_hands_its_slots_over_before_closing_its_strea
     }
     cluster.wait_exit(LEAVER, Duration::from_secs(15)).await;
 }
+
+/// A user's queue place moves with the user. When a node leaves, the users it owned are loaded by
+/// their new owners still queued, whether or not their pool moved too: a join elsewhere is refused
+/// as for any queued user, and a leave answers `left` and empties their line.
+#[actix_rt::test]
+async fn queue_places_move_with_their_users_when_a_node_leaves() {
+    use matchd::cluster::{Member, Ownership};
+    use matchd::coord::slot::{name_slot, user_slot};
+    const USERS: usize = 60;
+    const LEAVER: usize = 2;
+    let _trace = common::trace_init();
+    let mut cluster = Cluster::start_on(NODES, Backing::Redis).await;
+    let api = cluster.api(0);
+    let users: Vec<String> = (0..USERS).map(|i| format!("q{i}")).collect();
+    let pool = |i: usize| format!("solo{i}");
+    let tokens = tokens(&api, &users).await;
+    // Connected, as waiting users are (a place with nobody connected ends after the grace).
+    let _conns = bounded(CONCURRENCY, users.iter().map(|u| connect(&api, &tokens[u]))).await;
+    for (i, u) in users.iter().enumerate() {
+        let joined = api.post_json("/v1/queue", Some(&tokens[u]), &json!({ "pool": pool(i) })).await;
+        assert_eq!(joined.status.as_u16(), 202, "{u}: {:?}", joined.json());
+    }
+    // Which users move while their pool stays: the case only the stored place covers.
+    let view = |i: usize| cluster.readyz(i).unwrap_or_else(|| panic!("node {i} answers /readyz")).1;
+    let ids: Vec<String> = view(0)["member_ids"]
+        .as_array()
+        .expect("member ids")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let leaver = view(LEAVER)["node"].as_str().expect("node id").to_string();
+    let table =
+        Ownership::new(ids.iter().map(|id| Member { id: id.as_str().into(), url: "http://unused".into() }).collect());
+    let left_by_leaver = |slot: u16| table.owned_by(slot, &leaver);
+    let moved_alone = (0..USERS)
+        .filter(|i| {
+            let user = matchd::protocol::UserId::parse(&users[*i]).expect("user id");
+            left_by_leaver(user_slot(&user)) && !left_by_leaver(name_slot(&pool(*i)))
+        })
+        .count();
+    assert!(moved_alone > 0, "some user must move without their pool (ids {ids:?}, leaver {leaver})");
+
+    cluster.stop(LEAVER, Duration::from_secs(15)).await;
+    cluster.wait_converged(NODES - 1, Duration::from_secs(15)).await;
+    for (i, u) in users.iter().enumerate() {
+        let elsewhere = api.post_json("/v1/queue", Some(&tokens[u]), &json!({ "pool": "elsewhere" })).await;
+        assert_eq!(elsewhere.status.as_u16(), 409, "{u} is still queued in {}: {:?}", pool(i), elsewhere.json());
+        let left = api.delete("/v1/queue", &tokens[u]).await;
+        assert_eq!(left.json()["status"], "left", "{u} ({moved_alone} moved without their pool): {:?}", left.json());
+        let line = api.get(&format!("/v1/queue/{}", pool(i)), &tokens[u]).await;
+        assert_eq!(line.json()["waiting"], 0, "{u}'s line after the leave: {:?}", line.json());
+    }
+}
