@@ -545,7 +545,7 @@ mod tests {
         for user in [&cd.low, &cd.high] {
             s.logs.entry(user.clone()).or_default().push(assigned(1, &cd, "2.r"));
         }
-        let waiter = StoredWaiter { ticket: JoinRequest::default(), joined_ms: 3 };
+        let waiter = StoredWaiter { ticket: JoinRequest::default(), joined_ms: 3, seq: Default::default() };
         s.lines.entry(pool("default")).or_default().insert(u("e"), waiter);
         let fg = pair("f", "g");
         let mut gone = room(&fg, "3.r");
@@ -698,7 +698,11 @@ mod tests {
     #[test]
     fn a_user_waits_in_one_line_and_never_while_in_a_room() {
         let mut s = clean();
-        let older = StoredWaiter { ticket: JoinRequest { pool: pool("p2"), ..Default::default() }, joined_ms: 1 };
+        let older = StoredWaiter {
+            ticket: JoinRequest { pool: pool("p2"), ..Default::default() },
+            joined_ms: 1,
+            seq: Default::default(),
+        };
         s.lines.entry(pool("p2")).or_default().insert(u("e"), older);
         let found = audit(&s, NOW, 60_000);
         assert_eq!(found.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::QueuedTwice]);
@@ -712,7 +716,7 @@ mod tests {
         }
 
         let mut s = clean();
-        let waiter = StoredWaiter { ticket: JoinRequest::default(), joined_ms: 9 };
+        let waiter = StoredWaiter { ticket: JoinRequest::default(), joined_ms: 9, seq: Default::default() };
         s.lines.entry(pool("default")).or_default().insert(u("c"), waiter);
         let found = audit(&s, NOW, 60_000);
         assert_eq!(found.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::QueuedInRoom]);
@@ -723,8 +727,11 @@ mod tests {
     #[test]
     fn a_line_entry_names_its_own_pool() {
         let mut s = clean();
-        let stray =
-            StoredWaiter { ticket: JoinRequest { pool: pool("elsewhere"), ..Default::default() }, joined_ms: 3 };
+        let stray = StoredWaiter {
+            ticket: JoinRequest { pool: pool("elsewhere"), ..Default::default() },
+            joined_ms: 3,
+            seq: Default::default(),
+        };
         s.lines.get_mut(&pool("default")).unwrap().insert(u("e"), stray);
         let found = audit(&s, NOW, 60_000);
         assert_eq!(found.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::LineTicketMismatch]);

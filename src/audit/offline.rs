@@ -451,7 +451,11 @@ mod tests {
         let mut s = Snapshot::default();
         let (p1, p2) = (PoolName::parse("p1").unwrap(), PoolName::parse("p2").unwrap());
         for (pool, joined_ms) in [(&p1, 1), (&p2, 2)] {
-            let w = StoredWaiter { ticket: JoinRequest { pool: pool.clone(), ..Default::default() }, joined_ms };
+            let w = StoredWaiter {
+                ticket: JoinRequest { pool: pool.clone(), ..Default::default() },
+                joined_ms,
+                seq: Default::default(),
+            };
             s.lines.entry(pool.clone()).or_default().insert(u("e"), w);
         }
         let findings = audit(&s, 10, 60_000);

@@ -48,9 +48,15 @@ pub fn matches(user: &UserId) -> String {
     format!("{PREFIX}:{{{}}}:matches:{user}", user_slot(user))
 }
 
-/// A user's queue place while they wait in a line: the ticket they joined with (JSON).
+/// A user's queue place: the ticket they joined with (JSON) while they wait in a line, `idle`
+/// otherwise (a room is in their log).
 pub fn place(user: &UserId) -> String {
     format!("{PREFIX}:{{{}}}:place:{user}", user_slot(user))
+}
+
+/// Counts a user's loads: each load's calls to pools rank above every earlier load's.
+pub fn place_generation(user: &UserId) -> String {
+    format!("{PREFIX}:{{{}}}:placegen:{user}", user_slot(user))
 }
 
 /// Encodes a pair key as a member of an outbox set.

@@ -19,11 +19,20 @@ use crate::protocol::{JoinRequest, PoolName, UserId};
 pub struct StoredWaiter {
     pub ticket: JoinRequest,
     pub joined_ms: u64,
+    /// The call that put the user in line (see `queue::place`).
+    #[serde(default)]
+    pub seq: crate::queue::place::PlaceSeq,
 }
 
 /// The hash holding `pool`'s line.
 pub fn line_key(pool: &PoolName) -> String {
     format!("{PREFIX}:{{{}}}:pool:{pool}", crate::coord::slot::name_slot(pool.as_str()))
+}
+
+/// The hash of `pool`'s tombstones: user -> their last call, for a while after they left the
+/// line (see `queue::place::LineOrder`).
+pub fn gone_key(pool: &PoolName) -> String {
+    format!("{PREFIX}:{{{}}}:pool-gone:{pool}", crate::coord::slot::name_slot(pool.as_str()))
 }
 
 /// A pairing waiting for its line batch.

@@ -7,6 +7,7 @@
 
 use actix::Message;
 
+use super::place::PlaceSeq;
 use crate::error::ApiError;
 use crate::protocol::{JoinRequest, JoinResponse, LeaveResponse, PoolStatus, Room, RoomId, SkipResponse, UserId};
 
@@ -20,6 +21,9 @@ pub struct Enqueue {
     /// so it cannot answer with the closed room however the two travel between nodes.
     #[serde(default)]
     pub after_room: Option<RoomId>,
+    /// Where this call stands among the user's calls (see `queue::place`).
+    #[serde(default)]
+    pub seq: PlaceSeq,
 }
 
 /// What a pool says to a leave.
@@ -36,6 +40,8 @@ pub enum DequeueOutcome {
 #[rtype(result = "Result<DequeueOutcome, ApiError>")]
 pub struct Dequeue {
     pub user: UserId,
+    #[serde(default)]
+    pub seq: PlaceSeq,
 }
 
 /// The pool's waiting count and estimate.
@@ -45,7 +51,7 @@ pub struct GetStatus;
 
 /// A pool paired two users: the pair's shard now owns their room. Answered once the room is
 /// stored (with Redis), so the pool tells the joiner about a room that cannot vanish.
-#[derive(Debug, Message, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct CreateRoom {
     pub room: Room,

@@ -28,7 +28,6 @@ impl UserShard {
 
     /// `pool` answered a dequeue: the user is not (or no longer) in its line.
     fn released_by(&mut self, user: &UserId, pool: &PoolName, ctx: &mut Context<Self>) {
-        self.entry(user).calls.released(pool);
         self.release_if_queued(user, pool, ctx);
     }
 
@@ -49,8 +48,10 @@ impl UserShard {
                 return Box::pin(fut::ready(Err(e)));
             }
         };
-        self.entry(&user).calls.enqueue_sent();
-        Box::pin(pools.enqueue(Enqueue { user: user.clone(), ticket, after_room }).into_actor(self).map(
+        let calls = &mut self.entry(&user).calls;
+        calls.enqueue_sent();
+        let seq = calls.next_seq();
+        Box::pin(pools.enqueue(Enqueue { user: user.clone(), ticket, after_room, seq }).into_actor(self).map(
             move |res, act, ctx| {
                 match &res {
                     Err(_) => act.release_if_queued(&user, &pool, ctx),
@@ -124,9 +125,10 @@ impl UserShard {
                     if !matches!(&act.entry(&user).place, Place::Queued { ticket: t } if t.pool == ticket.pool) {
                         return;
                     }
+                    let seq = act.entry(&user).calls.next_seq();
                     links
                         .pools
-                        .dequeue(&ticket.pool, Dequeue { user: user.clone() })
+                        .dequeue(&ticket.pool, Dequeue { user: user.clone(), seq })
                         .into_actor(act)
                         .map(move |res, act, ctx| {
                             if matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)) {
@@ -170,19 +172,20 @@ fn deferred<T: 'static>(
     Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApiError::shutting_down())) }.into_actor(act))
 }
 
-/// Runs a place handler now, or (with Redis) after the user's earlier room changes that wait for
-/// the user's load, so a join or leave never overtakes the room change before it.
+/// Runs a place handler now if the user is loaded, or (with Redis) once they are: their place is
+/// known only then (a room from their log, a line from their stored place), and a join or leave
+/// never overtakes the room changes waiting behind that load.
 fn in_order<T: 'static>(
     act: &mut UserShard,
     user: &UserId,
     handler: PlaceHandler<T>,
     ctx: &mut Context<UserShard>,
 ) -> ResponseActFuture<UserShard, Result<T, ApiError>> {
-    if !act.has_waiting(user) {
+    if act.is_loaded(user) {
         return handler(act, ctx);
     }
     let user = user.clone();
-    deferred(act, handler, move |act, action, _| act.defer_place(&user, action), ctx)
+    deferred(act, handler, move |act, action, ctx| act.after_load(&user, action, ctx), ctx)
 }
 
 impl Handler<Join> for UserShard {
@@ -219,7 +222,11 @@ impl UserShard {
         Box::pin(self.enqueue(msg.user, msg.ticket, after_room, false, ctx).then(move |res, act, _| {
             async move {
                 let answer = res?;
-                stored.await?;
+                // A room is in the log (the pool answers once it is stored); a place in line is
+                // what the stored place records.
+                if matches!(answer, JoinResponse::Queued { .. }) {
+                    stored.await?;
+                }
                 Ok(answer)
             }
             .into_actor(act)
@@ -273,7 +280,8 @@ impl UserShard {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let user = msg.user;
-        Box::pin(pools.dequeue(&ticket.pool, Dequeue { user: user.clone() }).into_actor(self).then(
+        let seq = self.entry(&user).calls.next_seq();
+        Box::pin(pools.dequeue(&ticket.pool, Dequeue { user: user.clone(), seq }).into_actor(self).then(
             move |res, act, ctx| {
                 let answer = match res {
                     Ok(DequeueOutcome::Removed) => Ok(LeaveResponse::Left { pool: ticket.pool.clone() }),
@@ -310,15 +318,16 @@ pub struct RestorePlace {
 impl Handler<RestorePlace> for UserShard {
     type Result = ();
 
-    /// Applied once the user is loaded (their stored place is known then), and only to an idle
-    /// user the pool has not since said is out of its line (see `place`).
+    /// Applied once the user is loaded, and only to an idle user whose place was never stored (data
+    /// from before places were stored): a stored place is the user's own word, newer than any
+    /// reload's.
     fn handle(&mut self, msg: RestorePlace, ctx: &mut Context<Self>) {
         let user = msg.user.clone();
         self.after_load(
             &user,
             Box::new(move |act, ctx| {
                 let entry = act.entry(&msg.user);
-                if entry.place == Place::Idle && entry.calls.may_restore(&msg.ticket.pool) {
+                if entry.place == Place::Idle && !entry.calls.recorded {
                     act.set_place(&msg.user, Place::Queued { ticket: msg.ticket }, ctx);
                     // Nobody may be connected after a restart: the usual grace applies from now.
                     act.check_presence_later(&msg.user, ctx);
@@ -407,7 +416,11 @@ impl UserShard {
             Ok(links) => links.pools.clone(),
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let leaves: Vec<_> = stray.iter().map(|pool| pools.dequeue(pool, Dequeue { user: user.clone() })).collect();
+        let mut leaves = Vec::new();
+        for pool in &stray {
+            let seq = self.entry(&user).calls.next_seq();
+            leaves.push(pools.dequeue(pool, Dequeue { user: user.clone(), seq }));
+        }
         Box::pin(futures_util::future::join_all(leaves).into_actor(self).map(move |answers, _, _| {
             let mut left = Vec::new();
             for (pool, answer) in stray.iter().zip(answers) {

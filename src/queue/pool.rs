@@ -13,9 +13,10 @@ use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 
 use actix::{ActorFutureExt, ContextFutureSpawner, WrapFuture};
 
-use super::line_store::{line_key, LineStore, PendingRoom, StoredWaiter};
+use super::line_store::{gone_key, line_key, LineStore, PendingRoom, StoredWaiter};
 use super::matcher::{Candidate, JoinOutcome, Matcher};
 use super::messages::{CreateRoom, Dequeue, DequeueOutcome, Enqueue, GetStatus};
+use super::place::{LastCall, LineOrder};
 use super::placement::RestorePlace;
 use super::rules::PoolRules;
 use crate::coord::shard::ResetCache;
@@ -42,6 +43,8 @@ pub struct PoolCoordinator {
     tickets: HashMap<UserId, JoinRequest>,
     /// Users paired recently: their room and until when it is remembered.
     recently_paired: HashMap<UserId, (Room, u64)>,
+    /// Each user's last call, so a late older one changes nothing (stored with the line).
+    order: LineOrder,
     pairs: ShardRouter,
     /// To give restored waiters their place back.
     users: UserRouter,
@@ -64,6 +67,7 @@ impl PoolCoordinator {
             matcher: Matcher::new(rules),
             tickets: HashMap::new(),
             recently_paired: HashMap::new(),
+            order: LineOrder::default(),
             pairs,
             users,
             rescan_ms,
@@ -116,13 +120,14 @@ impl PoolCoordinator {
         let fresh: Vec<UserId> = st.fresh.drain().collect();
         let waiters = std::mem::take(&mut st.waiters);
         let rooms = std::mem::take(&mut st.rooms);
-        let key = line_key(&self.name);
+        let (key, gone) = (line_key(&self.name), gone_key(&self.name));
         let mut pipe = redis::pipe();
         let mut commands = 0;
         for user in &dirty {
             match (self.matcher.get(user), self.tickets.get(user)) {
                 (Some(c), Some(ticket)) => {
-                    let stored = StoredWaiter { ticket: ticket.clone(), joined_ms: c.joined_ms };
+                    let seq = self.order.seq_of(user);
+                    let stored = StoredWaiter { ticket: ticket.clone(), joined_ms: c.joined_ms, seq };
                     pipe.cmd("HSET")
                         .arg(&key)
                         .arg(user.as_str())
@@ -132,7 +137,11 @@ impl PoolCoordinator {
                     pipe.cmd("HDEL").arg(&key).arg(user.as_str());
                 }
             }
-            commands += 1;
+            match self.order.gone(user).and_then(|l| serde_json::to_string(&l).ok()) {
+                Some(json) => pipe.cmd("HSET").arg(&gone).arg(user.as_str()).arg(json),
+                None => pipe.cmd("HDEL").arg(&gone).arg(user.as_str()),
+            };
+            commands += 2;
         }
         let durability = st.durability.clone();
         let slot = crate::coord::slot::name_slot(self.name.as_str());
@@ -145,7 +154,7 @@ impl PoolCoordinator {
                     Ok(_) => {
                         waiters.into_iter().for_each(|w| w(None));
                         for room in rooms {
-                            let created = act.pairs.create_room(room.msg);
+                            let created = act.pairs.create_room_surely(room.msg);
                             actix::spawn(async move { drop(room.created.send(created.await)) });
                         }
                     }
@@ -171,6 +180,8 @@ impl PoolCoordinator {
                             if act.matcher.leave(user) {
                                 act.tickets.remove(user);
                             }
+                            // (Their call ended; remembered in memory only, like the join.)
+                            act.order.paired(user, unix_ms());
                         }
                         if let Some(st) = act.store.as_mut() {
                             st.dirty.extend(dirty.into_iter().filter(|u| !fresh.contains(u)));
@@ -191,15 +202,19 @@ impl PoolCoordinator {
         let Some(st) = self.store.as_ref() else { return };
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(line_key(&self.name));
+        pipe.cmd("HGETALL").arg(gone_key(&self.name));
         let store = st.durability.store.clone();
-        async move { store.run(pipe, 1).await }
+        async move { store.run(pipe, 2).await }
             .into_actor(self)
             .map(|res, act, ctx| {
-                let fields = match res {
-                    Ok(values) => match values.into_iter().next() {
-                        Some(redis::Value::Array(fields)) => fields,
-                        _ => Vec::new(),
-                    },
+                let (fields, gone) = match res {
+                    Ok(values) => {
+                        let mut values = values.into_iter().map(|v| match v {
+                            redis::Value::Array(fields) => fields,
+                            _ => Vec::new(),
+                        });
+                        (values.next().unwrap_or_default(), values.next().unwrap_or_default())
+                    }
                     Err(e) => {
                         tracing::warn!(pool = %act.name, error = %e, "could not load the stored line; retrying");
                         ctx.run_later(LINE_RETRY, |act, ctx| act.reload(ctx));
@@ -217,7 +232,16 @@ impl PoolCoordinator {
                 waiters.sort_by_key(|(_, w)| w.joined_ms);
                 act.matcher = Matcher::new(act.matcher.rules().clone());
                 act.tickets.clear();
+                act.order.clear();
+                for kv in gone.chunks(2) {
+                    let user = kv.first().and_then(text).and_then(|u| UserId::parse(&u).ok());
+                    let last = kv.get(1).and_then(text).and_then(|j| serde_json::from_str::<LastCall>(&j).ok());
+                    if let (Some(user), Some(last)) = (user, last) {
+                        act.order.restore(user, last);
+                    }
+                }
                 for (user, stored) in waiters {
+                    act.order.restore(user.clone(), LastCall { seq: stored.seq, gone_at_ms: None });
                     let c = Self::candidate(&user, &stored.ticket, stored.joined_ms);
                     act.matcher.restore(c);
                     act.users.restore_place(RestorePlace { user: user.clone(), ticket: stored.ticket.clone() });
@@ -281,6 +305,7 @@ impl PoolCoordinator {
         };
         for u in &room.users {
             self.recently_paired.insert(u.clone(), (room.clone(), now_ms + RECENT_PAIRING_MS));
+            self.order.paired(u, now_ms);
         }
         METRICS.pairings.with_label_values(&[self.name.as_str()]).inc();
         for c in [a.joined_ms, b.joined_ms] {
@@ -291,7 +316,7 @@ impl PoolCoordinator {
         }
         let msg = CreateRoom { room: room.clone(), tickets };
         let created: futures_util::future::LocalBoxFuture<'static, Result<(), ApiError>> = match self.store.as_mut() {
-            None => self.pairs.create_room(msg),
+            None => self.pairs.create_room_surely(msg),
             Some(st) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 st.rooms.push(PendingRoom { msg, members, created: tx });
@@ -308,12 +333,25 @@ impl PoolCoordinator {
 
     fn tick(&mut self, now_ms: u64, ctx: &mut Context<Self>) {
         self.recently_paired.retain(|_, (_, until)| *until > now_ms);
+        let expired = self.order.expire(now_ms);
+        if !expired.is_empty() {
+            for user in &expired {
+                self.touch(user, false);
+            }
+            self.schedule_flush(ctx);
+        }
         if self.matcher.waiting() >= 2 && self.matcher.rules().time_dependent() {
             // Nobody waits for these rooms; the members hear of them from their owner.
             self.pair_restored(now_ms);
             self.schedule_flush(ctx);
         }
     }
+}
+
+/// A call older than one the pool already heard from the user (sent by an owner the user has left):
+/// the current owner's calls decide; the sender retries through it.
+fn stale_call(user: &UserId) -> ApiError {
+    ApiError::Unavailable(format!("a newer queue action of {user} came first; retry"))
 }
 
 fn default_ticket(pool: &PoolName) -> JoinRequest {
@@ -400,6 +438,9 @@ enum Joined {
 impl PoolCoordinator {
     fn enqueue(&mut self, msg: Enqueue) -> Result<Joined, ApiError> {
         let now = unix_ms();
+        if !self.order.admit_enqueue(&msg.user, msg.seq) {
+            return Err(stale_call(&msg.user));
+        }
         if let Some(closed) = &msg.after_room {
             if self.recently_paired.get(&msg.user).is_some_and(|(room, _)| room.room_id == *closed) {
                 self.recently_paired.remove(&msg.user);
@@ -409,6 +450,7 @@ impl PoolCoordinator {
             if *until > now && !self.matcher.is_waiting(&msg.user) {
                 // Racing with the hand-off to the room (see the module doc); a requeue after the room
                 // closed has cleared this entry (`Forget` below), so this is the same room.
+                self.order.paired(&msg.user, now);
                 return Ok(Joined::Now(JoinResponse::Matched { room: room.clone() }));
             }
         }
@@ -438,6 +480,9 @@ impl Handler<Dequeue> for PoolCoordinator {
     type Result = ResponseFuture<Result<DequeueOutcome, ApiError>>;
 
     fn handle(&mut self, msg: Dequeue, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.order.admit_dequeue(&msg.user, msg.seq, unix_ms()) {
+            return Box::pin(std::future::ready(Err(stale_call(&msg.user))));
+        }
         let out = if self.matcher.leave(&msg.user) {
             self.tickets.remove(&msg.user);
             self.touch(&msg.user, false);
@@ -451,7 +496,9 @@ impl Handler<Dequeue> for PoolCoordinator {
                 _ => DequeueOutcome::NotWaiting,
             }
         };
-        Box::pin(std::future::ready(Ok(out)))
+        // Answered once the user's last call (their tombstone) is stored.
+        self.touch(&msg.user, false);
+        self.answer(out, ctx)
     }
 }
 

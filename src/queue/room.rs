@@ -106,6 +106,11 @@ impl PairShard {
         let CreateRoom { room, tickets } = msg;
         let key = PairKey::new(&room.users[0], &room.users[1])
             .ok_or_else(|| ApiError::BadRequest("a room needs two different users".into()))?;
+        // A pool that did not hear the answer sends the room again: it is made once (the answer
+        // waits for the batch, so it comes once the first one is stored).
+        if self.rooms.get(&key).is_some_and(|rooms| rooms.iter().any(|r| r.room.room_id == room.room_id)) {
+            return Ok(());
+        }
         let entries = room
             .users
             .iter()

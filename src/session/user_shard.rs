@@ -41,8 +41,12 @@ use crate::queue::PoolRouter;
 /// Pause before publishing again the room and queue events of a failed batch.
 const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 
-/// Replies per user load in a batch: the log, the match index, the stored queue place.
-const LOAD_REPLIES: usize = 3;
+/// Replies per user load in a batch: the log, the match index, the stored queue place, and the
+/// load's generation (see `queue::place::PlaceSeq`).
+const LOAD_REPLIES: usize = 4;
+
+/// The stored place of a user who is not in a line.
+const IDLE: &str = "idle";
 
 /// One user's state on this node.
 pub(crate) struct UserEntry {
@@ -54,6 +58,9 @@ pub(crate) struct UserEntry {
     /// The room the user last left without a requeue: their next join tells the pool to forget
     /// that pairing (in the join itself, so it holds across nodes).
     pub(crate) left_room: Option<crate::protocol::RoomId>,
+    /// The place was set on this node (or installed by a load): it is newer than what is stored
+    /// (its write may still be on its way), so a reload keeps it.
+    place_known: bool,
     /// The user's calls to pools in flight, and the leaves held behind them.
     pub(crate) calls: PoolCalls<PlaceAction>,
     /// Bumped on every connect and disconnect, so a pending presence check can tell it is stale.
@@ -186,6 +193,7 @@ impl UserShard {
             place: Place::Idle,
             left_room: None,
             calls: PoolCalls::default(),
+            place_known: false,
             presence_gen: 0,
             loaded: in_memory,
             last_used: crate::protocol::unix_ms(),
@@ -282,28 +290,27 @@ impl UserShard {
         }
     }
 
-    /// Whether messages for `user` wait for the user's load (a room change among them decides
-    /// where the user is, so place actions must queue behind them).
-    pub(crate) fn has_waiting(&self, user: &UserId) -> bool {
-        self.durable.as_ref().and_then(|d| d.loading.get(user)).is_some_and(|w| !w.is_empty())
-    }
-
-    /// Queues `action` behind `user`'s waiting messages (see `has_waiting`).
-    pub(crate) fn defer_place(&mut self, user: &UserId, action: PlaceAction) {
-        if let Some(waiting) = self.durable.as_mut().and_then(|d| d.loading.get_mut(user)) {
-            waiting.push(Deferred::Place(action));
-        }
+    /// Whether `user`'s log, matches and place are in memory (always in memory mode).
+    pub(crate) fn is_loaded(&self, user: &UserId) -> bool {
+        self.durable.is_none() || self.users.get(user).is_some_and(|e| e.loaded)
     }
 
     /// Changes `user`'s place; with Redis a change of the stored part (the queue ticket) goes in
     /// the next batch. The place is in effect at once: calls to pools do not wait for that write.
     pub(crate) fn set_place(&mut self, user: &UserId, place: Place, ctx: &mut Context<Self>) {
+        let durable = self.durable.is_some();
+        let node = self.node_id.clone();
         let entry = self.entry(user);
-        let changed = entry.place.stored_ticket() != place.stored_ticket();
+        let changed = entry.place.stored_ticket() != place.stored_ticket() || !entry.calls.recorded;
         let stored = place.stored_ticket().cloned();
+        tracing::debug!(node = %node, user = %user, from = ?entry.place, to = ?place, "place");
         entry.place = place;
-        if let (true, Some(d)) = (changed, self.durable.as_mut()) {
-            d.next.places.push((user.clone(), stored));
+        entry.place_known = true;
+        if let (true, true) = (changed, durable) {
+            entry.calls.recorded = true;
+            if let Some(d) = self.durable.as_mut() {
+                d.next.places.push((user.clone(), stored));
+            }
             self.schedule_flush(ctx);
         }
     }
@@ -583,10 +590,9 @@ impl UserShard {
             commands += 1;
         }
         for (user, ticket) in &batch.places {
-            match ticket.as_ref().map(serde_json::to_string) {
-                Some(Ok(json)) => pipe.cmd("SET").arg(keys::place(user)).arg(json),
-                _ => pipe.cmd("DEL").arg(keys::place(user)),
-            };
+            // Idle is stored too (`idle`): a user with a record is never given a place by a reload.
+            let value = ticket.as_ref().and_then(|t| serde_json::to_string(t).ok()).unwrap_or_else(|| IDLE.into());
+            pipe.cmd("SET").arg(keys::place(user)).arg(value);
             commands += 1;
         }
         let first_load = commands;
@@ -594,6 +600,7 @@ impl UserShard {
             pipe.cmd("XREVRANGE").arg(keys::events(user)).arg("+").arg("-").arg("COUNT").arg(cap);
             pipe.cmd("HGETALL").arg(keys::matches(user));
             pipe.cmd("GET").arg(keys::place(user));
+            pipe.cmd("INCR").arg(keys::place_generation(user));
             commands += LOAD_REPLIES;
         }
         let durability = d.durability.clone();
@@ -680,12 +687,19 @@ impl UserShard {
             }
         }
         let open_room = open_room_in(&events);
-        let queued = values.get(2).and_then(text).and_then(|j| serde_json::from_str::<JoinRequest>(&j).ok());
+        let record = values.get(2).and_then(text);
+        let queued = record.as_deref().and_then(|j| serde_json::from_str::<JoinRequest>(j).ok());
+        let generation = match values.get(3) {
+            Some(redis::Value::Int(g)) => u64::try_from(*g).unwrap_or(0),
+            _ => 0,
+        };
         let entry = self.entry(user);
+        entry.calls.loaded(generation);
+        entry.calls.recorded |= record.is_some();
         entry.log = EventLog::restored(cap, events);
         entry.matches = matches;
         entry.loaded = true;
-        if entry.place != Place::Idle {
+        if std::mem::replace(&mut entry.place_known, true) || entry.place != Place::Idle {
             return false;
         }
         match (open_room, queued) {

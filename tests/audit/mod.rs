@@ -103,6 +103,7 @@ fn waiter(pool_name: &str, joined_ms: u64) -> String {
     serde_json::to_string(&StoredWaiter {
         ticket: JoinRequest { pool: pool(pool_name), ..Default::default() },
         joined_ms,
+        seq: Default::default(),
     })
     .unwrap()
 }

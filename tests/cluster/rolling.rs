@@ -4,7 +4,9 @@
 //! No room is closed by the server, no acknowledged swipe is lost or doubled, every stream is one
 //! ordered log across its reconnections, and a client is closed only when the node its own socket
 //! is on restarts (streams relayed from a restarting owner follow their user). A fourth node
-//! joining: the same, and no stream is closed at all.
+//! joining: the same, and no stream is closed at all. Throughout, pairs spin through fresh rooms
+//! as fast as they can (join, skip, leave at once, racing the server's requeue): every leave ends
+//! out of line and nobody is left in any line or in a place they were told they left (I4).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -17,11 +19,15 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::{swipe_until_acknowledged, tokens, CONCURRENCY, NODES};
+use crate::common::clients::Reply;
 use crate::common::cluster::{Backing, Cluster};
 use crate::common::history::pair;
 use crate::common::{self, bounded, Api, Conn, WsOptions, TIMEOUT};
+use awc::http::Method;
 
 const ROOMS: usize = 45;
+/// Pairs that spin through fresh rooms as fast as they can while the nodes change.
+const CHURN_PAIRS: usize = 10;
 const SWIPE_PAIRS: usize = 200;
 /// A swipe pair starts every this often, so the swipes span the whole rolling restart.
 const STEP: Duration = Duration::from_millis(60);
@@ -107,6 +113,98 @@ async fn follow(
     wrong
 }
 
+/// An answer to an action that may meet a restarting node or a moving owner: retried (through
+/// the next route) on 502-504 or no answer, after a pause on 429; anything else is returned. Every
+/// action retried here is idempotent (a join, a skip, a leave).
+async fn until_answered(routes: &[Api], method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        let reply = routes[n % routes.len()].try_send(method.clone(), path, token, body.as_ref()).await;
+        n += 1;
+        match reply.as_ref().map(|r| r.status.as_u16()) {
+            None | Some(502..=504) => actix_rt::time::sleep(Duration::from_millis(50)).await,
+            Some(429) => actix_rt::time::sleep(Duration::from_secs(1)).await,
+            Some(_) => return reply.expect("an answer"),
+        }
+        assert!(Instant::now() < deadline, "{method} {path}: no answer within 30 s: {reply:?}");
+    }
+}
+
+/// Spin churn (I4 under change): both members of a pair join a fresh pool and are paired, one
+/// skips without requeue (the other is requeued by the server), and the other leaves at once,
+/// racing its own requeue. Each leave must end in `left` or `not_queued`, after which the user is
+/// in no line: checked per pool at the end, and by a last join elsewhere that must not be refused.
+/// Returns the pools used, and a list of what went wrong.
+async fn churn(
+    k: usize,
+    routes: Vec<Api>,
+    tokens: HashMap<String, String>,
+    stop: Rc<Cell<bool>>,
+) -> (Vec<String>, Vec<String>) {
+    let (a, b) = (format!("c{k}a"), format!("c{k}b"));
+    let (ta, tb) = (tokens[&a].clone(), tokens[&b].clone());
+    let mut pools = Vec::new();
+    let mut wrong = Vec::new();
+    let mut round = 0;
+    let mut trail: Vec<String> = Vec::new();
+    while !stop.get() {
+        let pool = format!("churn{k}-{round}");
+        round += 1;
+        pools.push(pool.clone());
+        // (Right after its own skip, a's shard may not have heard its room close yet: 409 `in room`.)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = loop {
+            let first = until_answered(&routes, Method::POST, "/v1/queue", &ta, Some(json!({"pool": pool}))).await;
+            if first.status.as_u16() != 409 || Instant::now() > deadline {
+                break first;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        };
+        if first.status.as_u16() != 202 {
+            wrong.push(format!("{a} joining {pool}: {first:?}"));
+            break;
+        }
+        let second = until_answered(&routes, Method::POST, "/v1/queue", &tb, Some(json!({"pool": pool}))).await;
+        let Some(room) = second.json()["room"]["room_id"].as_str().map(str::to_string) else {
+            wrong.push(format!("{b} joining {pool} was not paired with {a}: {second:?} (its last leave: {trail:?})"));
+            break;
+        };
+        // (The join answers with the room as the pool makes it; its pair's owner may hear of it a
+        // moment later: 404 until then.)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let skip = loop {
+            let path = format!("/v1/rooms/{room}/skip");
+            let skip = until_answered(&routes, Method::POST, &path, &ta, Some(json!({"requeue": false}))).await;
+            if skip.status.as_u16() != 404 || Instant::now() > deadline {
+                break skip;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        };
+        if skip.json()["status"] != "skipped" {
+            wrong.push(format!("{a} skipping {room}: {skip:?}"));
+            break;
+        }
+        // b leaves at once: while its room change is on its way it hears `in_room`, then its
+        // requeue may be in flight; it asks again until it is out.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        trail.clear();
+        loop {
+            let left = until_answered(&routes, Method::DELETE, "/v1/queue", &tb, None).await;
+            trail.push(left.json()["status"].to_string());
+            match left.json()["status"].as_str() {
+                Some("left") | Some("not_queued") => break,
+                Some("in_room") if Instant::now() < deadline => actix_rt::time::sleep(Duration::from_millis(10)).await,
+                _ => {
+                    wrong.push(format!("{b} leaving {pool} after the skip of {room}: {left:?}"));
+                    return (pools, wrong);
+                }
+            }
+        }
+    }
+    (pools, wrong)
+}
+
 /// Waits until `m`'s stream (across its reconnections) has `n` events of `kind`; returns the n-th.
 async fn nth_event(m: &Member, kind: &str, n: usize) -> Value {
     let deadline = Instant::now() + TIMEOUT;
@@ -155,7 +253,8 @@ async fn under_load(change: Change) {
     let apis: Vec<Api> = (0..NODES).map(|i| cluster.api(i)).collect();
     let room_users: Vec<String> = (0..ROOMS).flat_map(|i| [format!("r{i}a"), format!("r{i}b")]).collect();
     let swipe_users: Vec<String> = (0..SWIPE_PAIRS).flat_map(|i| [format!("s{i}a"), format!("s{i}b")]).collect();
-    let all: Vec<String> = room_users.iter().chain(&swipe_users).cloned().collect();
+    let churn_users: Vec<String> = (0..CHURN_PAIRS).flat_map(|k| [format!("c{k}a"), format!("c{k}b")]).collect();
+    let all: Vec<String> = room_users.iter().chain(&swipe_users).chain(&churn_users).cloned().collect();
     let tokens = tokens(&lb, &all).await;
 
     // Room members stream from node (member index mod 3), then meet in their own pool.
@@ -251,8 +350,42 @@ async fn under_load(change: Change) {
         }
         took
     };
-    let (outcomes, took) = tokio::join!(load, roll);
+    // Spin churn through nginx and every node, until the changes are done.
+    let churning = Rc::new(Cell::new(false));
+    let churns = futures_util::future::join_all(
+        (0..CHURN_PAIRS).map(|k| churn(k, routes.clone(), tokens.clone(), churning.clone())),
+    );
+    let roll = async {
+        let took = roll.await;
+        churning.set(true);
+        took
+    };
+    let (outcomes, took, churned) = tokio::join!(load, roll, churns);
     let load_time = started.elapsed();
+
+    // I4 under churn: every churn user who left is in no line and in no room.
+    let mut churn_rounds = 0;
+    for (k, (pools, wrong)) in churned.iter().enumerate() {
+        churn_rounds += pools.len();
+        for pool in pools {
+            let line = lb.get(&format!("/v1/queue/{pool}"), &tokens[&format!("c{k}a")]).await;
+            if line.json()["waiting"] != 0 {
+                // Who is it, and what do their shards think?
+                let mut who = Vec::new();
+                for u in [format!("c{k}a"), format!("c{k}b")] {
+                    who.push(format!("{u}: {:?}", lb.delete("/v1/queue", &tokens[&u]).await));
+                }
+                panic!("churn pair {k}: {pool} still holds someone: {line:?}; leaving now: {who:?}; {wrong:?}");
+            }
+        }
+        assert!(wrong.is_empty(), "churn pair {k}: {wrong:?}");
+    }
+    for u in &churn_users {
+        let last = lb.post_json("/v1/queue", Some(&tokens[u]), &json!({"pool": format!("last-{u}")})).await;
+        assert_eq!(last.status.as_u16(), 202, "{u} after churning is placed somewhere: {last:?}");
+        let left = lb.delete("/v1/queue", &tokens[u]).await;
+        assert_eq!(left.json()["status"], "left", "{u}: {left:?}");
+    }
 
     // I1, I7: every pair's acknowledged likes named one match, listed by both users on every node.
     let mut failures = 0;
@@ -322,7 +455,7 @@ async fn under_load(change: Change) {
     eprintln!(
         "{}: node changes took {took:?} (load {load_time:?}); {SWIPE_PAIRS} pairs: {failures} failed \
          attempts (503 or no answer), swipe-pair p50 {:?} p99 {:?}; {} room streams: {reconnects} reconnects, \
-         away p50 {:?} p99 {:?}",
+         away p50 {:?} p99 {:?}; {churn_rounds} churn rounds",
         if change == Change::Join { "4th node joining" } else { "rolling restart" },
         percentile(latencies.clone(), 0.5),
         percentile(latencies, 0.99),

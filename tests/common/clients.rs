@@ -218,6 +218,21 @@ impl Api {
         Some((res.status().as_u16(), serde_json::from_slice(&bytes).ok()?))
     }
 
+    /// A request that reports transport failures instead of panicking (the server may be dead or
+    /// restarting): `None` when no answer came within 5 s.
+    pub async fn try_send(&self, method: Method, path: &str, token: &str, body: Option<&Value>) -> Option<Reply> {
+        let req = self.request(method, path).bearer_auth(token).timeout(Duration::from_secs(5));
+        let mut res = match body {
+            Some(body) => {
+                let req = req.insert_header((header::CONTENT_TYPE, "application/json"));
+                req.send_body(body.to_string()).await.ok()?
+            }
+            None => req.send().await.ok()?,
+        };
+        let body = res.body().limit(16 << 20).await.ok()?;
+        Some(Reply { status: res.status(), headers: res.headers().clone(), body })
+    }
+
     /// `GET /v1/matches`: the caller's active matches.
     pub async fn matches(&self, token: &str) -> Vec<Value> {
         let body = self.get("/v1/matches", token).await.ok();

@@ -78,7 +78,9 @@ impl MatchdProcess {
     pub fn cluster_node_on(url: &str) -> MatchdProcess {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("matchd.toml");
-        std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n")).unwrap();
+        // Join and skip budgets that a churning test client does not exhaust.
+        let limits = "[limits]\njoins_per_minute = 600\nskips_per_minute = 600\n";
+        std::fs::write(&config, format!("[timeouts]\nlease_ms = {TEST_LEASE_MS}\n{limits}")).unwrap();
         let port = free_port();
         let advertise = format!("http://127.0.0.1:{port}");
         let args = ["--cluster", "--advertise", &advertise, "--redis", url, "--workers", "1", "--shards", "2"];
@@ -103,8 +105,8 @@ impl MatchdProcess {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", std::env::var("MATCHD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(if std::env::var("MATCHD_TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
