@@ -17,8 +17,23 @@ pub const STALE_LOAD_INSTALLED: &str = "stale_load_installed";
 /// listed an ended match.
 pub const MATCH_AFTER_ITS_UNMATCH_LOGGED: &str = "match_after_its_unmatch_logged";
 
+/// A pool acted on a call older than one it had already heard from the user: a requeue sent by
+/// an owner the user had left reached the pool after the new owner's leave and put the user back in
+/// line (a user who left was then put in a room).
+pub const STALE_POOL_CALL_ADMITTED: &str = "stale_pool_call_admitted";
+
+/// The answer to a leave that arrived after the user had joined the same pool again released the
+/// new place (the user stayed in line while their shard said idle).
+pub const EARLIER_LEAVE_ANSWER_APPLIED: &str = "earlier_leave_answer_applied";
+
 /// Every mutant, by name.
-pub const ALL: &[&str] = &[OUTBOX_RELEASED_BY_EARLIER_BATCH, STALE_LOAD_INSTALLED, MATCH_AFTER_ITS_UNMATCH_LOGGED];
+pub const ALL: &[&str] = &[
+    OUTBOX_RELEASED_BY_EARLIER_BATCH,
+    STALE_LOAD_INSTALLED,
+    MATCH_AFTER_ITS_UNMATCH_LOGGED,
+    STALE_POOL_CALL_ADMITTED,
+    EARLIER_LEAVE_ANSWER_APPLIED,
+];
 
 static ACTIVE: RwLock<Option<&'static str>> = RwLock::new(None);
 

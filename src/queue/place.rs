@@ -80,6 +80,16 @@ impl<A> PoolCalls<A> {
         self.last
     }
 
+    /// Whether `seq` is the user's latest call: only its answer may change the place (an answer to
+    /// an earlier leave that arrives after the user joined again is moot).
+    pub fn is_latest(&self, seq: PlaceSeq) -> bool {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::active(crate::mutants::EARLIER_LEAVE_ANSWER_APPLIED) {
+            return true;
+        }
+        seq == self.last
+    }
+
     /// An enqueue is sent.
     pub fn enqueue_sent(&mut self) {
         self.enqueues += 1;
@@ -137,6 +147,11 @@ impl LineOrder {
     /// An enqueue at `seq`: whether it may act. Not if a later call of the user came first, nor if
     /// this very call's place has already ended (a removal or a pairing at the same `seq`).
     pub fn admit_enqueue(&mut self, user: &UserId, seq: PlaceSeq) -> bool {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::active(crate::mutants::STALE_POOL_CALL_ADMITTED) {
+            self.last.insert(user.clone(), LastCall { seq: seq.max(self.seq_of(user)), gone_at_ms: None });
+            return true;
+        }
         match self.last.get(user) {
             Some(l) if seq < l.seq || (seq == l.seq && l.gone_at_ms.is_some()) => false,
             _ => {

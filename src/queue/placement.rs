@@ -48,31 +48,40 @@ impl UserShard {
                 return Box::pin(fut::ready(Err(e)));
             }
         };
+        // Decided now (a leave from here on waits for it), sent once the place it goes with is
+        // stored: an owner the user moves to must find them queued if the pool may have them.
         let calls = &mut self.entry(&user).calls;
         calls.enqueue_sent();
         let seq = calls.next_seq();
-        Box::pin(pools.enqueue(Enqueue { user: user.clone(), ticket, after_room, seq }).into_actor(self).map(
-            move |res, act, ctx| {
-                match &res {
-                    Err(_) => act.release_if_queued(&user, &pool, ctx),
-                    // The user did not ask: tell them where they stand now.
-                    Ok(JoinResponse::Queued { pool, position, estimated_wait_ms }) if requeued => {
-                        let kind = EventKind::QueueUpdate {
-                            pool: pool.clone(),
-                            position: *position,
-                            estimated_wait_ms: *estimated_wait_ms,
-                        };
-                        act.publish(&user, &kind, IndexChange::None, ctx);
-                    }
-                    Ok(_) => {}
+        let stored = self.place_stored(&user, ctx);
+        let msg = Enqueue { user: user.clone(), ticket, after_room, seq };
+        let sent = async move {
+            stored.await?;
+            pools.enqueue(msg).await
+        };
+        Box::pin(sent.into_actor(self).map(move |res, act, ctx| {
+            match &res {
+                // The pool may have the user (a lost answer, a stale call): the place stays,
+                // and a leave asks the pool what is true. Only a refusal releases it.
+                Err(ApiError::Unavailable(_)) => {}
+                Err(_) => act.release_if_queued(&user, &pool, ctx),
+                // The user did not ask: tell them where they stand now.
+                Ok(JoinResponse::Queued { pool, position, estimated_wait_ms }) if requeued => {
+                    let kind = EventKind::QueueUpdate {
+                        pool: pool.clone(),
+                        position: *position,
+                        estimated_wait_ms: *estimated_wait_ms,
+                    };
+                    act.publish(&user, &kind, IndexChange::None, ctx);
                 }
-                // Leaves held behind this enqueue run only now, after its answer is applied.
-                for leave in act.entry(&user).calls.enqueue_answered() {
-                    leave(act, ctx);
-                }
-                res
-            },
-        ))
+                Ok(_) => {}
+            }
+            // Leaves held behind this enqueue run only now, after its answer is applied.
+            for leave in act.entry(&user).calls.enqueue_answered() {
+                leave(act, ctx);
+            }
+            res
+        }))
     }
 
     /// The room's owner put `user` in `room_id` (with its `room_assigned` event).
@@ -131,7 +140,8 @@ impl UserShard {
                         .dequeue(&ticket.pool, Dequeue { user: user.clone(), seq })
                         .into_actor(act)
                         .map(move |res, act, ctx| {
-                            if matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting)) {
+                            let out = matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting));
+                            if out && act.entry(&user).calls.is_latest(seq) {
                                 act.released_by(&user, &ticket.pool, ctx);
                             }
                         })
@@ -218,19 +228,8 @@ impl UserShard {
             Place::Idle => self.set_place(&msg.user, Place::Queued { ticket: msg.ticket.clone() }, ctx),
         }
         let after_room = self.entry(&msg.user).left_room.take();
-        let stored = self.place_stored(&msg.user, ctx);
-        Box::pin(self.enqueue(msg.user, msg.ticket, after_room, false, ctx).then(move |res, act, _| {
-            async move {
-                let answer = res?;
-                // A room is in the log (the pool answers once it is stored); a place in line is
-                // what the stored place records.
-                if matches!(answer, JoinResponse::Queued { .. }) {
-                    stored.await?;
-                }
-                Ok(answer)
-            }
-            .into_actor(act)
-        }))
+        // (The enqueue goes out once the queued place is stored, so a `queued` answer is stored.)
+        self.enqueue(msg.user, msg.ticket, after_room, false, ctx)
     }
 }
 
@@ -290,7 +289,9 @@ impl UserShard {
                     Err(e) => Err(e),
                 };
                 let out_of_line = matches!(answer, Ok(LeaveResponse::Left { .. } | LeaveResponse::NotQueued));
-                if out_of_line {
+                // Only the answer to the user's latest call changes the place: one to a leave the
+                // user has since followed with a join is moot.
+                if out_of_line && act.entry(&user).calls.is_latest(seq) {
                     act.released_by(&user, &ticket.pool, ctx);
                 }
                 // Answered once the idle place is stored (see `place_stored`).

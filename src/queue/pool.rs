@@ -438,13 +438,14 @@ enum Joined {
 impl PoolCoordinator {
     fn enqueue(&mut self, msg: Enqueue) -> Result<Joined, ApiError> {
         let now = unix_ms();
-        if !self.order.admit_enqueue(&msg.user, msg.seq) {
-            return Err(stale_call(&msg.user));
-        }
+        // The room's close is a fact whoever sent this: forgotten even if the call is stale.
         if let Some(closed) = &msg.after_room {
             if self.recently_paired.get(&msg.user).is_some_and(|(room, _)| room.room_id == *closed) {
                 self.recently_paired.remove(&msg.user);
             }
+        }
+        if !self.order.admit_enqueue(&msg.user, msg.seq) {
+            return Err(stale_call(&msg.user));
         }
         if let Some((room, until)) = self.recently_paired.get(&msg.user) {
             if *until > now && !self.matcher.is_waiting(&msg.user) {

@@ -694,7 +694,11 @@ impl UserShard {
             _ => 0,
         };
         let entry = self.entry(user);
-        entry.calls.loaded(generation);
+        if !entry.place_known {
+            // A new owner's calls rank above every earlier owner's. A reload of a user this node
+            // kept (after a cache drop) goes on counting: its calls in flight are still its own.
+            entry.calls.loaded(generation);
+        }
         entry.calls.recorded |= record.is_some();
         entry.log = EventLog::restored(cap, events);
         entry.matches = matches;

@@ -10,9 +10,12 @@
 //! and lost, batches whose reply is lost (applied or not), nodes killed (memory lost) and
 //! restarted, paused past their lease, views learned late, clients that retry with the same
 //! swipe ids and streams that reconnect and resume. `check.rs` judges the whole history.
+//! `places.rs` runs the queue-place protocol on the same seed: users moving between owners while
+//! they join, leave and are paired, with calls reordered and replies lost.
 
 mod check;
 mod node;
+pub mod places;
 mod store;
 
 use std::cmp::Reverse;
@@ -33,6 +36,8 @@ use store::Store;
 const LEASE_MS: u64 = 1_000;
 /// A client gives up waiting for an answer after this long and retries.
 const CLIENT_TIMEOUT_MS: u64 = 1_500;
+/// Users of the queue-place simulation (`places`), which runs on every seed too.
+const PLACE_USERS: usize = 8;
 /// How long the run goes on, fault-free, after the last operation, so everything owed arrives.
 const SETTLE_MS: u64 = 30_000;
 
@@ -496,7 +501,10 @@ pub fn run(seed: u64, options: &Options) -> Outcome {
         world.at(LEASE_MS * 2, Ev::Connect { user: u });
     }
     world.run_until(world.now + SETTLE_MS);
-    let violations = world.history.check_final(&world.store, &world.users, &world.nodes);
+    let mut violations = world.history.check_final(&world.store, &world.users, &world.nodes);
+    // Queue places under moves of their users' owners, on the same seed.
+    let places = places::run(seed, options.ops, PLACE_USERS, options.faults);
+    violations.extend(places.violations.into_iter().map(|v| format!("places: {v}")));
     Outcome {
         seed,
         ops: options.ops,
