@@ -26,11 +26,6 @@ impl UserShard {
         }
     }
 
-    /// `pool` answered a dequeue: the user is not (or no longer) in its line.
-    fn released_by(&mut self, user: &UserId, pool: &PoolName, ctx: &mut Context<Self>) {
-        self.release_if_queued(user, pool, ctx);
-    }
-
     /// Puts `user` in line for `ticket.pool` and reports where they stand.
     fn enqueue(
         &mut self,
@@ -142,7 +137,7 @@ impl UserShard {
                         .map(move |res, act, ctx| {
                             let out = matches!(res, Ok(DequeueOutcome::Removed) | Ok(DequeueOutcome::NotWaiting));
                             if out && act.entry(&user).calls.is_latest(seq) {
-                                act.released_by(&user, &ticket.pool, ctx);
+                                act.release_if_queued(&user, &ticket.pool, ctx);
                             }
                         })
                         .spawn(ctx);
@@ -292,7 +287,7 @@ impl UserShard {
                 // Only the answer to the user's latest call changes the place: one to a leave the
                 // user has since followed with a join is moot.
                 if out_of_line && act.entry(&user).calls.is_latest(seq) {
-                    act.released_by(&user, &ticket.pool, ctx);
+                    act.release_if_queued(&user, &ticket.pool, ctx);
                 }
                 // Answered once the idle place is stored (see `place_stored`).
                 let stored = out_of_line.then(|| act.place_stored(&user, ctx));

@@ -306,7 +306,7 @@ impl UserShard {
         tracing::debug!(node = %node, user = %user, from = ?entry.place, to = ?place, "place");
         entry.place = place;
         entry.place_known = true;
-        if let (true, true) = (changed, durable) {
+        if changed && durable {
             entry.calls.recorded = true;
             if let Some(d) = self.durable.as_mut() {
                 d.next.places.push((user.clone(), stored));

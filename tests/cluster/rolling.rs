@@ -22,7 +22,7 @@ use super::{swipe_until_acknowledged, tokens, CONCURRENCY, NODES};
 use crate::common::clients::Reply;
 use crate::common::cluster::{Backing, Cluster};
 use crate::common::history::pair;
-use crate::common::{self, bounded, Api, Conn, WsOptions, TIMEOUT};
+use crate::common::{self, bounded_in_order, Api, Conn, WsOptions, TIMEOUT};
 use awc::http::Method;
 
 const ROOMS: usize = 45;
@@ -283,24 +283,14 @@ async fn under_load(change: Change) {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let rooms: Vec<String> = bounded(
+    let rooms: Vec<String> = bounded_in_order(
         CONCURRENCY,
         (0..ROOMS).map(|i| {
             let (lb, tokens) = (&lb, &tokens);
-            async move {
-                let pool = json!({"pool": format!("roll{i}")});
-                let first = lb.post_json("/v1/queue", Some(&tokens[&format!("r{i}a")]), &pool).await;
-                assert_eq!(first.status.as_u16(), 202, "{first:?}");
-                let second = lb.post_json("/v1/queue", Some(&tokens[&format!("r{i}b")]), &pool).await.ok();
-                (i, second["room"]["room_id"].as_str().unwrap_or_default().to_string())
-            }
+            async move { lb.meet(&tokens[&format!("r{i}a")], &tokens[&format!("r{i}b")], &format!("roll{i}")).await }
         }),
     )
-    .await
-    .into_iter()
-    .collect::<std::collections::BTreeMap<_, _>>()
-    .into_values()
-    .collect();
+    .await;
     for (i, m) in members.iter().enumerate() {
         let Some(conn) = m.current() else { panic!("{} has no stream", m.user) };
         let e = conn.recv_event("room_assigned", TIMEOUT).await;

@@ -218,6 +218,16 @@ impl Api {
         Some((res.status().as_u16(), serde_json::from_slice(&bytes).ok()?))
     }
 
+    /// The first user joins `pool` (alone there: queued), the second is paired with them at once;
+    /// returns the room's id.
+    pub async fn meet(&self, first: &str, second: &str, pool: &str) -> String {
+        let pool = json!({ "pool": pool });
+        let queued = self.post_json("/v1/queue", Some(first), &pool).await;
+        assert_eq!(queued.status.as_u16(), 202, "{queued:?}");
+        let matched = self.post_json("/v1/queue", Some(second), &pool).await.ok();
+        matched["room"]["room_id"].as_str().unwrap_or_else(|| panic!("not paired: {matched}")).to_string()
+    }
+
     /// A request that reports transport failures instead of panicking (the server may be dead or
     /// restarting): `None` when no answer came within 5 s.
     pub async fn try_send(&self, method: Method, path: &str, token: &str, body: Option<&Value>) -> Option<Reply> {

@@ -71,6 +71,15 @@ impl TestServer {
     }
 }
 
+/// Runs `futures` with at most `limit` in flight, collecting their outputs in input order.
+pub async fn bounded_in_order<I, F, T>(limit: usize, futures: I) -> Vec<T>
+where
+    I: IntoIterator<Item = F>,
+    F: Future<Output = T>,
+{
+    futures_util::stream::iter(futures).buffered(limit).collect().await
+}
+
 /// Runs `futures` with at most `limit` in flight, collecting their outputs (in completion order).
 pub async fn bounded<I, F, T>(limit: usize, futures: I) -> Vec<T>
 where

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::common::process::MatchdProcess;
 use crate::common::redis::RedisServer;
-use crate::common::{self, bounded, Api, Conn, WsOptions, TIMEOUT};
+use crate::common::{self, bounded, bounded_in_order, Api, Conn, WsOptions, TIMEOUT};
 
 const ROOMS: usize = 500;
 /// Rooms `0..AWAY`: the second member does not come back after the restart.
@@ -31,7 +31,7 @@ fn names(i: usize) -> [String; 2] {
 }
 
 async fn open_rooms(api: &Api) -> (Vec<[Member; 2]>, Vec<String>) {
-    let pairs: Vec<[Member; 2]> = bounded(
+    let pairs: Vec<[Member; 2]> = bounded_in_order(
         CONCURRENCY,
         (0..ROOMS).map(|i| async move {
             let [a, b] = names(i);
@@ -39,30 +39,19 @@ async fn open_rooms(api: &Api) -> (Vec<[Member; 2]>, Vec<String>) {
             let (ca, cb) = (api.ws(&ta).await, api.ws(&tb).await);
             ca.recv_event("hello", TIMEOUT).await;
             cb.recv_event("hello", TIMEOUT).await;
-            (i, [Member { user: a, token: ta, before: ca }, Member { user: b, token: tb, before: cb }])
+            [Member { user: a, token: ta, before: ca }, Member { user: b, token: tb, before: cb }]
         }),
     )
-    .await
-    .into_iter()
-    .collect::<std::collections::BTreeMap<_, _>>()
-    .into_values()
-    .collect();
+    .await;
     // Each pair spins in its own pool, so the pairing is known.
-    let rooms: Vec<String> = bounded(
+    let rooms: Vec<String> = bounded_in_order(
         CONCURRENCY,
-        pairs.iter().enumerate().map(|(i, [a, b])| async move {
-            let pool = json!({"pool": format!("keep{i}")});
-            let first = api.post_json("/v1/queue", Some(&a.token), &pool).await;
-            assert_eq!(first.status.as_u16(), 202, "{first:?}");
-            let second = api.post_json("/v1/queue", Some(&b.token), &pool).await.ok();
-            (i, second["room"]["room_id"].as_str().unwrap().to_string())
-        }),
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, [a, b])| async move { api.meet(&a.token, &b.token, &format!("keep{i}")).await }),
     )
-    .await
-    .into_iter()
-    .collect::<std::collections::BTreeMap<_, _>>()
-    .into_values()
-    .collect();
+    .await;
     for (pair, room) in pairs.iter().zip(&rooms) {
         for m in pair {
             let e = m.before.recv_event("room_assigned", TIMEOUT).await;
